@@ -1,0 +1,378 @@
+"""Batch job configuration: a YAML file plus typed parameters, like a Glue job and its arguments.
+
+``load_job(path, params)`` substitutes ``${name}`` references with typed parameter values and
+validates the whole config before any work starts; every error names the offending field, e.g.
+``steps[3].dedupe.keys: field required``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlprep.errors import ConfigError
+
+GLUE_TYPES = {
+    "string": "VARCHAR", "varchar": "VARCHAR", "int": "INTEGER", "integer": "INTEGER",
+    "long": "BIGINT", "bigint": "BIGINT", "short": "SMALLINT", "byte": "TINYINT",
+    "double": "DOUBLE", "float": "FLOAT", "boolean": "BOOLEAN", "bool": "BOOLEAN",
+    "timestamp": "TIMESTAMP", "date": "DATE",
+}
+_DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
+
+
+def duck_type(glue_type: str, where: str) -> str:
+    t = glue_type.strip().lower()
+    if t in GLUE_TYPES:
+        return GLUE_TYPES[t]
+    m = _DECIMAL.match(t)
+    if m:
+        return f"DECIMAL({m.group(1)},{m.group(2)})"
+    raise ConfigError(where, f"unknown type {glue_type!r} (one of {', '.join(sorted(GLUE_TYPES))}, decimal(p,s))")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Param(_Model):
+    type: Literal["str", "int", "float", "bool", "date", "path"] = "str"
+    default: Any = None
+    required: bool | None = None  # default: required when no default is given
+    must_exist: bool = False  # for paths: the path has to exist (local paths only)
+    description: str = ""
+
+
+class Source(_Model):
+    format: Literal["jsonl", "csv", "parquet", "sql"]
+    path: str | None = None  # file, directory or glob; local or s3://
+    url: str | None = None  # SQL sources: sqlite:///..., postgresql://..., mysql://...
+    table: str | None = None
+    query: str | None = None
+    incremental_key: str | None = None
+    bookmark: bool = True
+    max_record_bytes: int = Field(1 << 20, gt=0)
+    delimiter: str = ","
+    header: bool = True
+
+    @model_validator(mode="after")
+    def _where(self) -> Source:
+        if self.format == "sql":
+            if not self.url:
+                raise ValueError("sql sources need url")
+            if bool(self.table) == bool(self.query):
+                raise ValueError("sql sources need exactly one of table, query")
+        elif not self.path:
+            raise ValueError(f"{self.format} sources need path")
+        return self
+
+
+class _Step(_Model):
+    input: str
+    output: str | None = None
+
+    @property
+    def out(self) -> str:
+        return self.output or self.input
+
+
+class Relationalize(_Step):
+    """Flatten nested objects into columns ``parent<sep>child``; arrays to child tables."""
+
+    separator: str = "_"
+
+
+class ResolveChoice(_Step):
+    """Resolve mixed-type columns: ``cast:TYPE``, ``make_cols`` or ``project:TYPE``."""
+
+    specs: dict[str, str]
+
+    @field_validator("specs")
+    @classmethod
+    def _specs(cls, v: dict[str, str]) -> dict[str, str]:
+        for col, spec in v.items():
+            action, _, t = spec.partition(":")
+            if action not in ("cast", "project", "make_cols"):
+                raise ValueError(f"{col}: unknown action {action!r} (cast:TYPE, project:TYPE, make_cols)")
+            if action != "make_cols":
+                duck_type(t, f"specs.{col}")
+        return v
+
+
+class ApplyMapping(_Step):
+    """Glue's ApplyMapping: ``[source, source_type, target, target_type]``; unmapped columns go."""
+
+    mappings: list[tuple[str, str, str, str]]
+
+    @field_validator("mappings")
+    @classmethod
+    def _types(cls, v: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
+        for i, (_, st, _, tt) in enumerate(v):
+            duck_type(st, f"mappings[{i}]")
+            duck_type(tt, f"mappings[{i}]")
+        return v
+
+
+class Require(_Step):
+    """Rows missing any of ``columns`` are quarantined ("missing required field")."""
+
+    columns: list[str] = Field(min_length=1)
+
+
+class DropNullFields(_Step):
+    """Glue's DropNullFields: drop columns that are null in every row."""
+
+
+class Filter(_Step):
+    """Keep rows where the SQL condition ``where`` is true; the others count as filtered."""
+
+    where: str
+    reason: str | None = None
+
+
+class Dedupe(_Step):
+    """Keep one row per ``keys`` (the first by ``order_by``, then source order)."""
+
+    keys: list[str] = Field(min_length=1)
+    order_by: list[str] = []
+    keep: Literal["first", "last"] = "first"
+
+
+class Join(_Model):
+    """Many-to-one join of ``left`` with ``right`` on ``on``; inner-join misses count as filtered."""
+
+    left: str
+    right: str
+    on: list[str] = Field(min_length=1)
+    how: Literal["left", "inner"] = "left"
+    output: str | None = None
+
+    @property
+    def input(self) -> str:
+        return self.left
+
+    @property
+    def out(self) -> str:
+        return self.output or self.left
+
+
+class Derive(_Step):
+    """Add or replace columns from SQL expressions (window functions allowed)."""
+
+    columns: dict[str, str]
+
+
+STEP_TYPES: dict[str, type[BaseModel]] = {
+    "relationalize": Relationalize, "resolve_choice": ResolveChoice, "apply_mapping": ApplyMapping,
+    "require": Require, "drop_null_fields": DropNullFields, "filter": Filter, "dedupe": Dedupe,
+    "join": Join, "derive": Derive,
+}
+
+
+class Thresholds(_Model):
+    """Fail the job when more records are quarantined than this (Glue's error thresholds)."""
+
+    max_errors: int | None = Field(None, ge=0)
+    max_error_rate: float | None = Field(None, ge=0, le=1)
+
+
+class Quality(_Model):
+    rules: str = ""  # DQDL; a failing rule stops the publish
+    warn: str = ""  # DQDL; failures are reported only
+
+
+class Output(_Model):
+    input: str
+    path: str
+    quarantine: str
+    partition_by: dict[str, str] = {}  # partition column -> SQL expression
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    catalog: str | None = None  # folder of the schema catalog; default <path>/../_catalog
+    glue_database: str | None = None  # also sync the schema to this Glue Data Catalog database
+    keep_versions: int = Field(3, ge=1)
+    max_rows_per_file: int = Field(2_000_000, gt=0)
+
+
+class JobConfig(_Model):
+    name: str
+    description: str = ""
+    parameters: dict[str, Param] = {}
+    sources: dict[str, Source]
+    steps: list[dict[str, Any]] = []
+    quality: Quality = Quality()
+    thresholds: Thresholds = Thresholds()
+    output: Output
+
+    def parsed_steps(self) -> list[tuple[str, Any]]:
+        out = []
+        for i, raw in enumerate(self.steps):
+            where = f"steps[{i}]"
+            if not isinstance(raw, dict) or len(raw) != 1:
+                raise ConfigError(where, f"a step is one mapping {{transform: {{...}}}}; got {raw!r}")
+            (kind, body), = raw.items()
+            if kind not in STEP_TYPES:
+                raise ConfigError(where, f"unknown transform {kind!r} (one of {', '.join(STEP_TYPES)})")
+            try:
+                out.append((kind, STEP_TYPES[kind].model_validate(body or {})))
+            except ValidationError as e:
+                raise _config_error(e, f"{where}.{kind}") from None
+            except ConfigError as e:
+                raise ConfigError(f"{where}.{kind}.{e.field}", str(e).split(": ", 1)[1]) from None
+        return out
+
+
+def _config_error(e: ValidationError, prefix: str = "") -> ConfigError:
+    err = e.errors()[0]
+    loc = prefix
+    for part in err["loc"]:
+        loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    return ConfigError(loc or "config", msg)
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML with 1.2 booleans: only true/false (so ``on:``, ``yes``, ``no`` stay strings)."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def coerce_param(name: str, spec: Param, value: Any) -> Any:
+    """Convert a parameter value (often a CLI string) to its declared type, or fail naming it."""
+    where = f"parameters.{name}"
+    try:
+        if spec.type == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if spec.type == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if spec.type == "bool":
+            if isinstance(value, bool):
+                return value
+            s = str(value).strip().lower()
+            if s in ("true", "1", "yes"):
+                return True
+            if s in ("false", "0", "no"):
+                return False
+            raise ValueError
+        if spec.type == "date":
+            return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
+        if spec.type == "path":
+            return validate_path(str(value), where, spec.must_exist)
+        return str(value)
+    except ValueError:
+        raise ConfigError(where, f"expected {spec.type}, got {value!r}") from None
+
+
+def validate_path(value: str, where: str, must_exist: bool = False) -> str:
+    """A path parameter: no NUL or newline, ``~`` expanded, absolute; s3:// URLs pass through."""
+    if not value or any(c in value for c in "\0\n\r"):
+        raise ConfigError(where, f"not a valid path: {value!r}")
+    if "://" in value:
+        scheme = value.split("://", 1)[0]
+        if scheme not in ("s3", "file"):
+            raise ConfigError(where, f"unsupported URL scheme {scheme!r} (local paths or s3://)")
+        return value
+    p = Path(os.path.expanduser(value)).resolve()
+    if must_exist and not p.exists():
+        raise ConfigError(where, f"path does not exist: {p}")
+    return str(p)
+
+
+def _substitute(obj: Any, values: dict[str, Any], where: str) -> Any:
+    if isinstance(obj, str):
+        def repl(m: re.Match[str]) -> str:
+            if m.group(1) not in values:
+                raise ConfigError(where, f"unknown parameter ${{{m.group(1)}}}")
+            return str(values[m.group(1)])
+        return _REF.sub(repl, obj)
+    if isinstance(obj, list):
+        return [_substitute(v, values, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, dict):
+        return {k: _substitute(v, values, f"{where}.{k}" if where else str(k)) for k, v in obj.items()}
+    return obj
+
+
+def resolve_params(declared: dict[str, Param], given: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise ConfigError(f"parameters.{unknown[0]}", f"unknown parameter (declared: {', '.join(declared) or 'none'})")
+    values = {}
+    for name, spec in declared.items():
+        if name in given:
+            values[name] = coerce_param(name, spec, given[name])
+        elif spec.default is not None:
+            values[name] = coerce_param(name, spec, spec.default)
+        elif spec.required is False:
+            values[name] = ""
+        else:
+            raise ConfigError(f"parameters.{name}", "required parameter not given (--param name=value)")
+    return values
+
+
+def load_job(config: str | Path | dict, params: dict[str, Any] | None = None) -> tuple[JobConfig, dict[str, Any]]:
+    """Parse and validate a job config (a YAML path or a dict) with parameter values."""
+    if isinstance(config, dict):
+        raw = config
+    else:
+        p = Path(config)
+        if not p.is_file():
+            raise ConfigError("config", f"no such job config: {p}")
+        try:
+            raw = load_yaml(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError("config", f"invalid YAML in {p}: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("config", "a job config is a YAML mapping")
+    try:
+        declared = {k: Param.model_validate(v or {}) for k, v in (raw.get("parameters") or {}).items()}
+    except ValidationError as e:
+        raise _config_error(e, "parameters") from None
+    values = resolve_params(declared, dict(params or {}))
+    body = {k: v for k, v in raw.items() if k != "parameters"}
+    body = _substitute(body, values, "")
+    body["parameters"] = raw.get("parameters") or {}
+    try:
+        job = JobConfig.model_validate(body)
+    except ValidationError as e:
+        raise _config_error(e) from None
+    steps = job.parsed_steps()
+    _check_graph(job, steps)
+    return job, values
+
+
+def _check_graph(job: JobConfig, steps: list[tuple[str, Any]]) -> None:
+    """Every step's inputs must exist by the time it runs; the output's input too."""
+    known = set(job.sources)
+    for i, (kind, step) in enumerate(steps):
+        for ref, field in ((step.input, "input" if kind != "join" else "left"),
+                           *(((step.right, "right"),) if kind == "join" else ())):
+            if ref not in known:
+                raise ConfigError(f"steps[{i}].{kind}.{field}", f"unknown relation {ref!r} (known: {', '.join(sorted(known))})")
+        known.add(step.out)
+    if job.output.input not in known:
+        raise ConfigError("output.input", f"unknown relation {job.output.input!r} (known: {', '.join(sorted(known))})")

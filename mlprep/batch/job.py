@@ -1,0 +1,426 @@
+"""Run a batch job: extract, transform, check quality, publish atomically, record everything.
+
+    result = run_job("conf/batch/transactions.yaml", {"data_dir": "data", "out_dir": "out"})
+    result.summary["rows"]  # read = written + quarantined + deduplicated + filtered
+
+Each run writes ``<output parent>/_runs/<table>/<run_id>/summary.json`` (and ``quality.json``),
+succeeded or not; quarantined records go to ``<quarantine>/run_id=<run_id>/part-0.parquet``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from mlprep.batch import bookmarks, catalog, quality, transforms
+from mlprep.batch.config import JobConfig, Source, load_job
+from mlprep.batch.publish import LocalTable, S3Table, open_table, table_location, write_json_atomic
+from mlprep.batch.transforms import Context, Relation
+from mlprep.duck import Engine, ident, lit
+from mlprep.errors import DataQualityError, ErrorThresholdExceeded, MlprepError
+from mlprep.io import files as file_io
+from mlprep.io import sql as sql_io
+from mlprep.io.fs import FileInfo, filesystem, is_remote, join, list_files
+
+log = logging.getLogger("mlprep.batch")
+
+SUFFIXES = {"jsonl": (".jsonl", ".json", ".ndjson", ".jsonl.gz"), "csv": (".csv", ".tsv", ".txt"),
+            "parquet": (".parquet", ".pq")}
+POSITION = {"jsonl": "line", "csv": "record", "parquet": "row", "sql": "row"}
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str  # succeeded | noop | failed
+    summary_path: str
+    summary: dict[str, Any]
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return self.summary["rows"]
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def runs_dir(job: JobConfig) -> str:
+    base = job.output.path.rstrip("/")
+    parent, name = base.rsplit("/", 1) if "/" in base else (".", base)
+    return join(parent, "_runs", name)
+
+
+def catalog_dir(job: JobConfig) -> str:
+    if job.output.catalog:
+        return job.output.catalog
+    base = job.output.path.rstrip("/")
+    return join(base.rsplit("/", 1)[0] if "/" in base else ".", "_catalog")
+
+
+class _Run:
+    def __init__(self, job: JobConfig, values: dict[str, Any], progress: bool, now: dt.datetime | None):
+        self.job, self.values, self.progress = job, values, progress
+        self.run_id = new_run_id()
+        self.now = now
+        self.t0 = time.time()
+        self.timings: dict[str, float] = {}
+        tmp = tempfile.mkdtemp(prefix="mlprep-duckdb-")
+        self.engine = Engine(temp_dir=tmp)
+        self.engine.run(file_io.QUARANTINE_DDL)
+        self.engine.run("CREATE TABLE _files (id INTEGER, source VARCHAR, url VARCHAR, fmt VARCHAR)")
+        self.table = open_table(job.output.path)
+        self.ctx = Context(self.engine)
+        self.sources: dict[str, dict[str, Any]] = {}
+        self.file_id = 0
+        state = self.table.read_meta("bookmark.json")
+        self.bookmark_in = state
+        self.bookmark_out = state or bookmarks.empty()
+        self.summary: dict[str, Any] = {
+            "job": job.name, "run_id": self.run_id, "status": "running",
+            "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "parameters": values,
+        }
+
+    def _tick(self, name: str, t: float) -> None:
+        self.timings[name] = round(self.timings.get(name, 0) + time.time() - t, 3)
+
+    # -- extract ------------------------------------------------------------------------------
+    def extract(self) -> None:
+        t = time.time()
+        for name, src in self.job.sources.items():
+            info: dict[str, Any] = {"format": src.format}
+            table = f"src_{name}"
+            if src.format == "sql":
+                self._extract_sql(name, src, table, info)
+            else:
+                self._extract_files(name, src, table, info)
+            self.sources[name] = info
+            self.ctx.relations[name] = Relation(table, name)
+            log.info("extracted", extra={"source": name, "read": info["read"], "quarantined": info["quarantined"]})
+        self._tick("extract", t)
+
+    def _register_files(self, name: str, fmt: str, urls: list[str]) -> list[int]:
+        ids = []
+        for u in urls:
+            self.file_id += 1
+            self.engine.run("INSERT INTO _files VALUES (?, ?, ?, ?)", [self.file_id, name, u, fmt])
+            ids.append(self.file_id)
+        return ids
+
+    def _extract_files(self, name: str, src: Source, table: str, info: dict[str, Any]) -> None:
+        found = list_files(src.path, SUFFIXES[src.format])
+        use_bm = src.bookmark and self.bookmark_in is not None
+        todo = bookmarks.new_files(self.bookmark_in or {}, name, found) if use_bm else found
+        info.update(path=src.path, files=len(todo), skipped_by_bookmark=len(found) - len(todo))
+        ids = self._register_files(name, src.format, [f.url for f in todo])
+        pairs = list(zip(ids, todo, strict=True))
+        total = sum(f.size for f in todo)
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"read {name}",
+                  disable=not self.progress or total == 0, leave=False) as bar:
+            if src.format == "jsonl":
+                stats = file_io.load_jsonl(self.engine, table, pairs, src.max_record_bytes, bar.update)
+            elif src.format == "csv":
+                stats = file_io.load_csv(self.engine, table, pairs, src.delimiter, src.header)
+                bar.update(total)
+            else:
+                stats = file_io.load_parquet(self.engine, table, pairs)
+                bar.update(total)
+        info.update(read=stats.read, quarantined=stats.quarantined, empty_files=stats.empty_files,
+                    choice_columns=stats.choice_columns)
+        if src.bookmark:
+            self.bookmark_out = bookmarks.advance(self.bookmark_out, name, files=todo)
+
+    def _extract_sql(self, name: str, src: Source, table: str, info: dict[str, Any]) -> None:
+        after = bookmarks.last_key(self.bookmark_in or {}, name) if (src.bookmark and src.incremental_key) else None
+        res = sql_io.read_table(src.url, src.table, src.query, src.incremental_key, after)
+        (fid,) = self._register_files(name, "sql", [sql_io.redact(src.url) + (f"#{src.table}" if src.table else "#query")])
+        self.engine.register("_sql_rows", res.table)
+        cols = ", ".join(ident(c) for c in res.table.column_names)
+        self.engine.run(f"CREATE TABLE {table} AS SELECT {fid}::INTEGER AS _src, row_number() OVER () AS _pos"
+                        f"{', ' + cols if cols else ''} FROM _sql_rows")
+        self.engine.con.unregister("_sql_rows")
+        info.update(url=sql_io.redact(src.url), read=res.table.num_rows, quarantined=0,
+                    after_key=after, max_key=res.max_key)
+        if src.bookmark and src.incremental_key and res.max_key is not None:
+            self.bookmark_out = bookmarks.advance(self.bookmark_out, name, key=res.max_key)
+
+    # -- transform ----------------------------------------------------------------------------
+    def transform(self) -> Relation:
+        t = time.time()
+        rels = self.ctx.relations
+        for i, (kind, step) in enumerate(self.job.parsed_steps()):
+            stage = f"steps[{i}].{kind}"
+            st = time.time()
+            if kind == "join":
+                out = transforms.join(self.ctx, rels[step.left], rels[step.right], step, stage)
+            elif kind == "relationalize":
+                out = transforms.relationalize(self.ctx, rels[step.input], step, step.out)
+            else:
+                fn = {"resolve_choice": transforms.resolve_choice, "apply_mapping": transforms.apply_mapping,
+                      "require": transforms.require, "filter": transforms.filter_rows,
+                      "dedupe": transforms.dedupe, "derive": transforms.derive,
+                      "drop_null_fields": transforms.drop_null_fields}[kind]
+                out = fn(self.ctx, rels[step.input], step, stage)
+            rels[step.out] = out
+            log.info("step", extra={"step": stage, "seconds": round(time.time() - st, 3)})
+        self._tick("transform", t)
+        return rels[self.job.output.input]
+
+    # -- output -------------------------------------------------------------------------------
+    def finalize(self, rel: Relation) -> str:
+        """The output table: data columns + partition columns, in source order."""
+        parts = self.job.output.partition_by
+        extra = "".join(f", ({expr})::VARCHAR AS {ident(k)}" for k, expr in parts.items())
+        self.engine.run(f"CREATE TABLE _out AS SELECT * {extra} FROM {rel.table} ORDER BY _src, _pos")
+        nulls = [k for k in parts if self.engine.one(f"SELECT count(*) FROM _out WHERE {ident(k)} IS NULL")]
+        if nulls:
+            raise MlprepError(f"output.partition_by.{nulls[0]}: expression gives NULL for some rows; "
+                              "require the columns it uses first")
+        return "_out"
+
+    def accounting(self, rel: Relation) -> dict[str, int]:
+        origin = rel.origin
+        counts = self.ctx.counts.get(origin, dict.fromkeys(transforms.CATEGORIES, 0))
+        src = self.sources[origin]
+        written = self.engine.one("SELECT count(*) FROM _out")
+        rows = {"read": src["read"], "written": written,
+                "quarantined": src["quarantined"] + counts["quarantined"],
+                "deduplicated": counts["deduplicated"], "filtered": counts["filtered"]}
+        if rows["read"] != rows["written"] + rows["quarantined"] + rows["deduplicated"] + rows["filtered"]:
+            raise MlprepError(f"internal error: row accounting does not balance: {rows}")
+        return rows
+
+    def check_thresholds(self, rows: dict[str, int]) -> None:
+        th = self.job.thresholds
+        q, n = rows["quarantined"], rows["read"]
+        if th.max_errors is not None and q > th.max_errors:
+            raise ErrorThresholdExceeded(f"thresholds.max_errors: {q} records quarantined > {th.max_errors}")
+        if th.max_error_rate is not None and n and q / n > th.max_error_rate:
+            raise ErrorThresholdExceeded(
+                f"thresholds.max_error_rate: {q}/{n} = {q / n:.4%} quarantined > {th.max_error_rate:.4%}")
+
+    def check_quality(self, table: str) -> dict[str, Any]:
+        t = time.time()
+        rels = {k: v.table for k, v in self.ctx.relations.items()}
+        outcomes = []
+        for text, sev, where in ((self.job.quality.rules, "error", "quality.rules"),
+                                 (self.job.quality.warn, "warn", "quality.warn")):
+            outcomes += quality.evaluate(self.engine, table, quality.parse(text, where), sev, rels, self.now)
+        failed = [o for o in outcomes if not o.passed and o.severity == "error"]
+        self._tick("quality", t)
+        return {"passed": not failed, "rules": [o.to_dict() for o in outcomes],
+                "failed": [o.rule for o in outcomes if not o.passed]}
+
+    def write_output(self, table: str, rows: dict[str, int]) -> dict[str, Any]:
+        t = time.time()
+        out = self.job.output
+        append = self.bookmark_in is not None and any(s.bookmark for s in self.job.sources.values())
+        staged = self.table.staging(self.run_id)
+        # names derive from what was processed: a rerun of the same input writes the same names
+        ident_src = json.dumps({"config": self.job.model_dump(mode="json"), "files": self._inputs()},
+                               sort_keys=True, default=str)
+        tag = hashlib.sha256(ident_src.encode()).hexdigest()[:16]
+        opts = [f"FORMAT parquet", f"COMPRESSION {out.compression if out.compression != 'none' else 'uncompressed'}",
+                f"FILENAME_PATTERN 'part-{tag}-{{i}}'"]
+        if out.partition_by:
+            opts.append(f"PARTITION_BY ({', '.join(ident(k) for k in out.partition_by)})")
+            opts.append("OVERWRITE_OR_IGNORE")
+        target = str(staged) if out.partition_by else str(staged / f"part-{tag}-0.parquet")
+        self.engine.run("SET preserve_insertion_order = true")
+        if rows["written"]:
+            self.engine.run(f"COPY (SELECT * EXCLUDE (_src, _pos) FROM {table}) TO {lit(target)} ({', '.join(opts)})")
+        partitions = [dict(zip(out.partition_by, r, strict=True)) for r in self.engine.rows(
+            f"SELECT DISTINCT {', '.join(ident(k) for k in out.partition_by)} FROM {table} ORDER BY ALL")] if out.partition_by else []
+        manifest = {"job": self.job.name, "run_id": self.run_id, "mode": "append" if append else "overwrite",
+                    "rows_written": rows["written"], "partitions": partitions,
+                    "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        version = self.table.publish(staged, append, {"manifest.json": manifest,
+                                                      "bookmark.json": self.bookmark_out}, out.keep_versions)
+        self._tick("write", t)
+        return {"path": out.path, "version": version, "mode": manifest["mode"], "partitions": partitions,
+                "location": table_location(out.path)}
+
+    def _inputs(self) -> list[Any]:
+        return self.engine.rows("SELECT source, url FROM _files ORDER BY id") + [
+            [k, v.get("after_key"), v.get("max_key")] for k, v in self.sources.items() if v["format"] == "sql"]
+
+    def write_quarantine(self) -> dict[str, Any]:
+        e = self.engine
+        n = e.one("SELECT count(*) FROM _quarantine")
+        base = self.job.output.quarantine
+        info: dict[str, Any] = {"path": base, "records": n, "by_reason": {}, "by_stage": {}}
+        if not n:
+            return info
+        pos_case = "CASE f.fmt " + " ".join(f"WHEN {lit(k)} THEN {lit(v + ' ')} || q._pos" for k, v in POSITION.items()) + " END"
+        e.run(
+            "CREATE TABLE _qout AS SELECT f.source AS source_name, f.url AS source,"
+            f" coalesce(q.position, {pos_case}) AS position, q._pos AS position_number, q.stage, q.reason,"
+            f" q.record, {lit(self.run_id)} AS run_id FROM _quarantine q LEFT JOIN _files f ON q._src = f.id"
+            " ORDER BY q._src, q._pos"
+        )
+        top = e.rows("SELECT regexp_replace(reason, ':.*', ''), count(*) FROM _qout GROUP BY 1 ORDER BY 2 DESC LIMIT 20")
+        info["by_reason"] = dict(top)
+        info["by_stage"] = dict(e.rows("SELECT stage, count(*) FROM _qout GROUP BY 1 ORDER BY 1"))
+        target = join(base, f"run_id={self.run_id}", "part-0.parquet")
+        if is_remote(base):
+            with tempfile.TemporaryDirectory() as d:
+                local = os.path.join(d, "q.parquet")
+                e.run(f"COPY _qout TO {lit(local)} (FORMAT parquet)")
+                fs, p = filesystem(target)
+                fs.put_file(local, p)
+        else:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            tmp = target + ".tmp"
+            e.run(f"COPY _qout TO {lit(tmp)} (FORMAT parquet)")
+            os.replace(tmp, target)
+        info["file"] = target
+        return info
+
+    def record_catalog(self, out_table: str, output: dict[str, Any] | None) -> dict[str, Any]:
+        cdir = catalog_dir(self.job)
+        drift = {}
+        for name, info in self.sources.items():
+            rel = f"src_{name}"
+            schema = dict(transforms.data_columns(self.engine, rel))
+            for c, types in info.get("choice_columns", {}).items():
+                schema[c] = "choice<" + ",".join(types) + ">"
+            drift[f"source:{name}"] = catalog.record(cdir, f"source.{name}", "source", schema, self.run_id)
+        out_schema = {c: t for c, t in transforms.data_columns(self.engine, out_table)}
+        drift["output"] = catalog.record(cdir, f"output.{self.job.name}", "output", out_schema, self.run_id,
+                                         {"path": self.job.output.path,
+                                          "partition_keys": list(self.job.output.partition_by)})
+        if self.job.output.glue_database and output is not None:
+            catalog.sync_glue(
+                self.job.output.glue_database, self.job.name, output["location"], out_schema,
+                list(self.job.output.partition_by), output["partitions"],
+                endpoint_url=os.environ.get("AWS_ENDPOINT_URL_GLUE") or os.environ.get("AWS_ENDPOINT_URL"))
+        return {"path": cdir, "output_schema": out_schema,
+                "drift": {k: v for k, v in drift.items() if any(v.values())}}
+
+
+def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
+            progress: bool | None = None, now: dt.datetime | None = None) -> RunResult:
+    """Run a batch job; raise on failure (after writing the summary and quarantine).
+
+    ``params`` are the job's typed parameters (strings are converted); ``now`` fixes the clock
+    for DataFreshness rules. Returns a :class:`RunResult` whose ``summary`` is also on disk.
+    """
+    job, values = load_job(config, params)
+    if progress is None:
+        progress = os.environ.get("MLPREP_PROGRESS", "1") != "0"
+    run = _Run(job, values, progress, now)
+    s = run.summary
+    error: BaseException | None = None
+    out_table = None
+    output = None
+    try:
+        run.extract()
+        final = run.transform()
+        nothing_new = run.bookmark_in is not None and run.sources[final.origin]["read"] == 0
+        out_table = run.finalize(final)
+        rows = run.accounting(final)
+        s["rows"] = rows
+        s["primary_source"] = final.origin
+        run.check_thresholds(rows)
+        s["quality"] = run.check_quality(out_table)
+        if not s["quality"]["passed"]:
+            raise DataQualityError("data-quality rules failed: " + "; ".join(s["quality"]["failed"]))
+        if nothing_new:
+            s["status"] = "noop"
+            s["output"] = {"path": job.output.path, "version": None, "note": "no new input since the last run"}
+        else:
+            output = run.write_output(out_table, rows)
+            s["output"] = output
+            s["status"] = "succeeded"
+    except BaseException as e:  # record every failure, then re-raise
+        error = e
+        s["status"] = "failed"
+        s["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        s.setdefault("rows", {"read": sum(v.get("read", 0) for v in run.sources.values()), "written": 0,
+                              "quarantined": 0, "deduplicated": 0, "filtered": 0})
+        s["sources"] = run.sources
+        s["notes"] = run.ctx.notes
+        try:
+            s["quarantine"] = run.write_quarantine()
+            if out_table is not None and s["status"] != "failed":
+                s["catalog"] = run.record_catalog(out_table, output)
+        except Exception as e2:  # never hide the first error behind a second one
+            if error is None:
+                error = e2
+                s["status"] = "failed"
+                s["error"] = f"{type(e2).__name__}: {e2}"
+        s["timings"] = run.timings
+        s["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        s["seconds"] = round(time.time() - run.t0, 3)
+        rdir = join(runs_dir(job), run.run_id)
+        summary_path = join(rdir, "summary.json")
+        write_json_atomic(summary_path, s)
+        if "quality" in s:
+            write_json_atomic(join(rdir, "quality.json"), s["quality"])
+        run.engine.close()
+    if error is not None:
+        if isinstance(error, MlprepError):
+            error.summary_path = summary_path  # type: ignore[attr-defined]
+        raise error
+    return RunResult(run.run_id, s["status"], summary_path, s)
+
+
+def bookmark_show(config: str | Path, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    job, _ = load_job(config, params)
+    return open_table(job.output.path).read_meta("bookmark.json")
+
+
+def bookmark_write(config: str | Path, params: dict[str, Any] | None, state: dict[str, Any] | None) -> str:
+    """Publish a new version with the same data and a new bookmark (``None`` resets it: the next
+    run reprocesses everything and replaces the table)."""
+    job, _ = load_job(config, params)
+    table = open_table(job.output.path)
+    if table.current() is None:
+        raise MlprepError(f"output.path: nothing published yet at {job.output.path}")
+    manifest = table.read_meta("manifest.json") or {}
+    meta = {"manifest.json": manifest}
+    if state is not None:
+        meta["bookmark.json"] = state
+    staged = table.staging(new_run_id())
+    return table.publish(staged, True, meta, job.output.keep_versions)
+
+
+def bookmark_set(config: str | Path, params: dict[str, Any] | None, source: str,
+                 key: Any = None, processed: str | None = None) -> str:
+    """Set a source's bookmark: the last ``key`` of a SQL source, or mark the files matching
+    ``processed`` (a path or glob) as already processed."""
+    job, _ = load_job(config, params)
+    if source not in job.sources:
+        raise MlprepError(f"source: unknown source {source!r} (sources: {', '.join(job.sources)})")
+    state = bookmark_show(config, params) or bookmarks.empty()
+    if key is not None:
+        state = bookmarks.advance(state, source, key=key)
+    if processed is not None:
+        files: list[FileInfo] = list_files(processed)
+        state = bookmarks.advance(state, source, files=files)
+    return bookmark_write(config, params, state)
+
+
+def read_output(path: str) -> Any:
+    """The published table as a pandas DataFrame (resolving S3's version pointer)."""
+    import pyarrow.dataset as ds
+
+    loc = table_location(path)
+    fs, p = filesystem(loc)
+    return ds.dataset(p, filesystem=fs, format="parquet", partitioning="hive").to_table().to_pandas()
+
+
+__all__ = ["LocalTable", "RunResult", "S3Table", "bookmark_set", "bookmark_show", "read_output", "run_job"]

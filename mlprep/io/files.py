@@ -1,0 +1,344 @@
+"""Load CSV, JSON-lines and Parquet files into engine tables, quarantining what cannot be read.
+
+Every loaded row carries its lineage: ``_src`` (file id) and ``_pos`` (1-based line for JSON
+lines, record number for CSV, row number for Parquet), so a row rejected by any later step can
+still be traced to its source position. Rows that cannot be read at all go straight to the
+quarantine table with the reason.
+
+JSON values are self-describing, as in a Glue DynamicFrame: a field whose values have one type
+gets that type; a field that is a number in some records and a string in others stays a
+*choice* column (DuckDB JSON) until ``resolve_choice`` or ``apply_mapping`` decides.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from mlprep.duck import Engine, ident, lit
+from mlprep.io.fs import FileInfo, filesystem, is_remote
+from mlprep.io.lines import Oversized, read_lines
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_DDL = (
+    "CREATE TABLE IF NOT EXISTS _quarantine (_src INTEGER, _pos BIGINT, position VARCHAR,"
+    " stage VARCHAR, reason VARCHAR, record VARCHAR)"
+)
+SAMPLE_ROWS = 20_000
+DETAIL_LIMIT = 10_000  # bad JSON lines re-parsed in Python for a precise message
+NUMERIC = {"UBIGINT", "BIGINT", "DOUBLE", "INTEGER", "HUGEINT", "UHUGEINT"}
+
+
+@dataclass
+class LoadStats:
+    """What one source load saw: records read (incl. rejected) and rejected at read."""
+
+    read: int = 0
+    quarantined: int = 0
+    blank_lines: int = 0
+    empty_files: list[str] = field(default_factory=list)
+    choice_columns: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _quarantine_rows(engine: Engine, rows: list[tuple], stage: str = "read") -> None:
+    if not rows:
+        return
+    tbl = pa.table(
+        {
+            "_src": pa.array([r[0] for r in rows], pa.int32()),
+            "_pos": pa.array([r[1] for r in rows], pa.int64()),
+            "position": pa.array([r[2] for r in rows], pa.string()),
+            "reason": pa.array([r[3] for r in rows], pa.string()),
+            "record": pa.array([r[4] for r in rows], pa.string()),
+        }
+    )
+    engine.register("_q_rows", tbl)
+    engine.run(
+        f"INSERT INTO _quarantine SELECT _src, _pos, position, {lit(stage)}, reason, record"
+        " FROM _q_rows"
+    )
+    engine.con.unregister("_q_rows")
+
+
+# ----------------------------------------------------------------------------------------------
+# JSON lines
+# ----------------------------------------------------------------------------------------------
+
+
+def _merge_structure(engine: Engine, sql_rows: str) -> dict:
+    s = engine.one(f"SELECT json_group_structure(txt::JSON) FROM ({sql_rows})")
+    return json.loads(s) if s else {}
+
+
+def _leafify(struct: dict) -> dict:
+    """Objects stay nested; every scalar or array becomes a JSON leaf (typed later, exactly)."""
+    return {k: _leafify(v) if isinstance(v, dict) and v else "JSON" for k, v in struct.items()}
+
+
+def _object_paths(struct: dict, prefix: str = "$") -> list[tuple[str, list[str]]]:
+    out = [(prefix, list(struct))]
+    for k, v in struct.items():
+        if isinstance(v, dict):
+            out += _object_paths(v, f"{prefix}.{json.dumps(k)}")
+    return out
+
+
+def _leaves(struct: dict, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for k, v in struct.items():
+        out += _leaves(v, (*path, k)) if isinstance(v, dict) else [(*path, k)]
+    return out
+
+
+def _col(path: tuple[str, ...], root: str = "j") -> str:
+    return ".".join([root, *[ident(p) for p in path]])
+
+
+def _family(types: dict[str, int]) -> list[str]:
+    """The distinct value types of a JSON field, numbers unified (int and float are one)."""
+    fam = set()
+    for t in types:
+        if t == "NULL":
+            continue
+        fam.add("DOUBLE" if t in NUMERIC else t)
+    if fam == {"DOUBLE"} and set(types) - {"NULL"} <= {"UBIGINT", "BIGINT"}:
+        return ["BIGINT"]
+    return sorted(fam)
+
+
+def load_jsonl(
+    engine: Engine,
+    table: str,
+    files: list[tuple[int, FileInfo]],
+    max_record_bytes: int,
+    progress: Callable[[int], None] | None = None,
+) -> LoadStats:
+    """Load JSON-lines files into ``table`` (``_src``, ``_pos`` + one column per field)."""
+    stats = LoadStats()
+    txt = engine.fresh("txt")
+    engine.run(f"CREATE TABLE {txt} (_src INTEGER, _pos BIGINT, raw BLOB, txt VARCHAR)")
+    for file_id, info in files:
+        if info.size == 0:
+            stats.empty_files.append(info.url)
+            continue
+        oversized: list[Oversized] = []
+        for batch in read_lines(info.url, max_record_bytes, oversized):
+            engine.register("_lines", batch)
+            # decode() fails on invalid UTF-8; try() turns that into NULL, kept for quarantine
+            engine.run(
+                f"INSERT INTO {txt} SELECT {file_id}, line_no,"
+                " CASE WHEN try(decode(raw)) IS NULL THEN raw END, try(decode(raw)) FROM _lines"
+            )
+            engine.con.unregister("_lines")
+            if progress:
+                progress(batch.column(1).nbytes)
+        _quarantine_rows(
+            engine,
+            [
+                (file_id, o.line_no, f"line {o.line_no}",
+                 f"record too long: {o.length} bytes > max_record_bytes {max_record_bytes}",
+                 o.prefix.decode("utf-8", "replace") + "...")
+                for o in oversized
+            ],
+        )
+        stats.read += len(oversized)
+        stats.quarantined += len(oversized)
+
+    # invalid UTF-8: keep the bytes visibly (replacement characters) in the quarantine record
+    bad_utf8 = engine.rows(f"SELECT _src, _pos, raw FROM {txt} WHERE txt IS NULL")
+    _quarantine_rows(
+        engine,
+        [(s, p, f"line {p}", "invalid UTF-8", bytes(r).decode("utf-8", "replace").rstrip("\r\n"))
+         for s, p, r in bad_utf8],
+    )
+    # malformed JSON and non-objects: a precise message for the first DETAIL_LIMIT of them
+    bad_json = engine.rows(
+        f"SELECT _src, _pos, txt, json_valid(txt) FROM {txt} WHERE txt IS NOT NULL AND"
+        " (NOT json_valid(txt) OR json_type(txt) <> 'OBJECT') ORDER BY _src, _pos"
+    )
+    rows = []
+    for i, (s, p, t, valid) in enumerate(bad_json):
+        if valid:
+            reason = f"not a JSON object ({type(json.loads(t)).__name__})"
+        elif i < DETAIL_LIMIT:
+            try:
+                json.loads(t)
+                reason = "malformed JSON"
+            except ValueError as e:
+                reason = f"malformed JSON: {e}"
+        else:
+            reason = "malformed JSON"
+        rows.append((s, p, f"line {p}", reason, t.rstrip("\r\n")))
+    _quarantine_rows(engine, rows)
+    total = engine.one(f"SELECT count(*) FROM {txt}")
+    stats.read += total
+    stats.quarantined += len(bad_utf8) + len(bad_json)
+    good = f"SELECT _src, _pos, txt FROM {txt} WHERE txt IS NOT NULL AND json_valid(txt) AND json_type(txt) = 'OBJECT'"
+
+    # structure: a sample, widened by every record with a key the sample did not have
+    struct = _merge_structure(engine, f"{good} LIMIT {SAMPLE_ROWS}")
+    for _ in range(5):
+        paths = _object_paths(struct)
+        conds = [
+            f"(json_type(txt, {lit(p)}) = 'OBJECT' AND NOT list_has_all({lit_list(keys)}, json_keys(txt, {lit(p)})))"
+            for p, keys in paths
+        ]
+        extra = f"{good} AND ({' OR '.join(conds)})" if struct else good
+        if not engine.one(f"SELECT count(*) FROM ({extra} LIMIT 1)"):
+            break
+        struct = _merge_structure(engine, f"({good} LIMIT {SAMPLE_ROWS}) UNION ALL ({extra} LIMIT 100000)")
+    leaf_struct = _leafify(struct)
+    parsed = engine.fresh("parsed")
+    if not leaf_struct:
+        engine.run(f"CREATE TABLE {table} AS SELECT _src, _pos FROM ({good})")
+        engine.run(f"DROP TABLE {txt}")
+        return stats
+    engine.run(
+        f"CREATE TABLE {parsed} AS SELECT _src, _pos, from_json(txt, {lit(json.dumps(leaf_struct))}) AS j"
+        f" FROM ({good})"
+    )
+    engine.run(f"DROP TABLE {txt}")
+
+    # exact value types of every leaf, over all records
+    leaves = _leaves(leaf_struct)
+    hist = engine.rows(
+        "SELECT " + ", ".join(f"histogram(json_type({_col(p)}))" for p in leaves) + f" FROM {parsed}"
+    )[0]
+    leaf_type: dict[tuple[str, ...], str] = {}
+    for p, h in zip(leaves, hist, strict=True):
+        fam = _family(h or {})
+        if len(fam) > 1:
+            stats.choice_columns[".".join(p)] = [_glue_type(t) for t in fam]
+            leaf_type[p] = "JSON"
+        else:
+            leaf_type[p] = fam[0] if fam else "VARCHAR"
+
+    def conv(p: tuple[str, ...]) -> str:
+        t, c = leaf_type[p], _col(p)
+        if t == "VARCHAR":
+            return f"({c} ->> '$')"
+        if t in ("OBJECT", "ARRAY", "JSON"):
+            return c
+        return f"CAST({c} AS {t})"
+
+    def build(struct: dict, path: tuple[str, ...]) -> str:
+        parts = []
+        for k, v in struct.items():
+            sub = (*path, k)
+            expr = build(v, sub) if isinstance(v, dict) else conv(sub)
+            parts.append(f"{ident(k)} := {expr}")
+        # a missing or null object stays NULL rather than a struct of NULLs
+        return f"CASE WHEN {_col(path)} IS NULL THEN NULL ELSE struct_pack({', '.join(parts)}) END"
+
+    cols = []
+    for k, v in leaf_struct.items():
+        expr = build(v, (k,)) if isinstance(v, dict) else conv((k,))
+        cols.append(f"{expr} AS {ident(k)}")
+    engine.run(f"CREATE TABLE {table} AS SELECT _src, _pos, {', '.join(cols)} FROM {parsed}")
+    engine.run(f"DROP TABLE {parsed}")
+    return stats
+
+
+def lit_list(items: list[str]) -> str:
+    return "[" + ", ".join(lit(i) for i in items) + "]::VARCHAR[]"
+
+
+def _glue_type(t: str) -> str:
+    return {"DOUBLE": "double", "BIGINT": "long", "VARCHAR": "string", "BOOLEAN": "boolean",
+            "OBJECT": "struct", "ARRAY": "array"}.get(t, t.lower())
+
+
+# ----------------------------------------------------------------------------------------------
+# CSV and Parquet: DuckDB's readers over local files or a registered fsspec file system
+# ----------------------------------------------------------------------------------------------
+
+
+def _register_fs(engine: Engine, url: str) -> None:
+    if is_remote(url):
+        fs, _ = filesystem(url)
+        if not engine.con.filesystem_is_registered(fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]):
+            engine.con.register_filesystem(fs)
+
+
+def load_csv(
+    engine: Engine,
+    table: str,
+    files: list[tuple[int, FileInfo]],
+    delimiter: str = ",",
+    header: bool = True,
+) -> LoadStats:
+    """Load CSV files as text columns; malformed rows (wrong field count, bad quoting,
+    invalid UTF-8) go to quarantine with their line. Types are decided by the job's mapping."""
+    stats = LoadStats()
+    parts = []
+    for file_id, info in files:
+        if info.size == 0:
+            stats.empty_files.append(info.url)
+            continue
+        _register_fs(engine, info.url)
+        t = engine.fresh("csv")
+        engine.run("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans")
+        engine.run(
+            f"CREATE TABLE {t} AS SELECT {file_id} AS _src,"
+            f" row_number() OVER () AS _pos, * FROM read_csv({lit(info.url)}, all_varchar = true,"
+            f" header = {lit(header)}, delim = {lit(delimiter)}, store_rejects = true,"
+            " auto_detect = true, strict_mode = true, null_padding = false)"
+        )
+        rejects = engine.rows(
+            "SELECT line, error_type, error_message, csv_line FROM reject_errors ORDER BY line"
+        )
+        seen = set()
+        rows = []
+        for line, etype, msg, csv_line in rejects:
+            if line in seen:  # one record per line, first error wins
+                continue
+            seen.add(line)
+            rows.append((file_id, line, f"line {line}", f"malformed CSV ({etype}): {msg.splitlines()[0]}", csv_line))
+        _quarantine_rows(engine, rows)
+        n = engine.one(f"SELECT count(*) FROM {t}")
+        stats.read += n + len(rows)
+        stats.quarantined += len(rows)
+        parts.append(t)
+    _union(engine, table, parts)
+    return stats
+
+
+def load_parquet(engine: Engine, table: str, files: list[tuple[int, FileInfo]]) -> LoadStats:
+    """Load Parquet files (typed); a file that cannot be read is quarantined as one record."""
+    stats = LoadStats()
+    parts = []
+    for file_id, info in files:
+        _register_fs(engine, info.url)
+        t = engine.fresh("pq")
+        try:
+            engine.run(
+                f"CREATE TABLE {t} AS SELECT {file_id}::INTEGER AS _src,"
+                f" file_row_number + 1 AS _pos, * EXCLUDE (file_row_number)"
+                f" FROM read_parquet({lit(info.url)}, file_row_number = true)"
+            )
+        except Exception as e:  # corrupt or truncated file: one quarantine record for it
+            msg = str(e).splitlines()[0]
+            _quarantine_rows(engine, [(file_id, 0, "file", f"unreadable Parquet file: {msg}", None)])
+            stats.read += 1
+            stats.quarantined += 1
+            continue
+        stats.read += engine.one(f"SELECT count(*) FROM {t}")
+        parts.append(t)
+    _union(engine, table, parts)
+    return stats
+
+
+def _union(engine: Engine, table: str, parts: list[str]) -> None:
+    if not parts:
+        engine.run(f"CREATE TABLE {table} (_src INTEGER, _pos BIGINT)")
+        return
+    engine.run(
+        f"CREATE TABLE {table} AS " + " UNION ALL BY NAME ".join(f"SELECT * FROM {p}" for p in parts)
+    )
+    for p in parts:
+        engine.run(f"DROP TABLE {p}")
