@@ -209,6 +209,14 @@ class JobConfig(_Model):
     thresholds: Thresholds = Thresholds()
     output: Output
 
+    def primary_source(self) -> str:
+        """The source whose rows reach the output (through joins, their left side)."""
+        name = self.output.input
+        for _kind, step in reversed(self.parsed_steps()):
+            if step.out == name:
+                name = step.input
+        return name
+
     def parsed_steps(self) -> list[tuple[str, Any]]:
         out = []
         for i, raw in enumerate(self.steps):

@@ -69,6 +69,10 @@ def catalog_dir(job: JobConfig) -> str:
     return join(base.rsplit("/", 1)[0] if "/" in base else ".", "_catalog")
 
 
+class _NothingNew(Exception):
+    """The primary source has nothing the bookmark has not seen: nothing to do."""
+
+
 class _Run:
     def __init__(self, job: JobConfig, values: dict[str, Any], progress: bool, now: dt.datetime | None):
         self.job, self.values, self.progress = job, values, progress
@@ -327,8 +331,10 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
     output = None
     try:
         run.extract()
+        nothing_new = run.bookmark_in is not None and run.sources[job.primary_source()]["read"] == 0
+        if nothing_new:
+            raise _NothingNew
         final = run.transform()
-        nothing_new = run.bookmark_in is not None and run.sources[final.origin]["read"] == 0
         out_table = run.finalize(final)
         rows = run.accounting(final)
         s["rows"] = rows
@@ -337,20 +343,28 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
         s["quality"] = run.check_quality(out_table)
         if not s["quality"]["passed"]:
             raise DataQualityError("data-quality rules failed: " + "; ".join(s["quality"]["failed"]))
-        if nothing_new:
-            s["status"] = "noop"
-            s["output"] = {"path": job.output.path, "version": None, "note": "no new input since the last run"}
-        else:
-            output = run.write_output(out_table, rows)
-            s["output"] = output
-            s["status"] = "succeeded"
+        output = run.write_output(out_table, rows)
+        s["output"] = output
+        s["status"] = "succeeded"
+    except _NothingNew:
+        s["status"] = "noop"
+        s["output"] = {"path": job.output.path, "version": None, "note": "no new input since the last run"}
     except BaseException as e:  # record every failure, then re-raise
         error = e
         s["status"] = "failed"
         s["error"] = f"{type(e).__name__}: {e}"
     finally:
-        s.setdefault("rows", {"read": sum(v.get("read", 0) for v in run.sources.values()), "written": 0,
-                              "quarantined": 0, "deduplicated": 0, "filtered": 0})
+        if "rows" not in s:
+            src = run.sources.get(job.primary_source(), {})
+            c = run.ctx.counts.get(job.primary_source(), dict.fromkeys(transforms.CATEGORIES, 0))
+            s["rows"] = {"read": src.get("read", 0), "written": 0,
+                         "quarantined": src.get("quarantined", 0) + c["quarantined"],
+                         "deduplicated": c["deduplicated"], "filtered": c["filtered"]}
+        if s["status"] == "failed":
+            # nothing was published: rows that survived every step are 'unpublished'
+            r = s["rows"]
+            r["written"] = 0
+            r["unpublished"] = r["read"] - r["quarantined"] - r["deduplicated"] - r["filtered"]
         s["sources"] = run.sources
         s["notes"] = run.ctx.notes
         try:

@@ -194,6 +194,9 @@ def resolve_choice(ctx: Context, rel: Relation, step: ResolveChoice, stage: str)
     extra: list[str] = []
     reasons: list[tuple[str, str]] = []
     for col, spec in step.specs.items():
+        if col not in types:  # as in Glue: resolving a column that is not there does nothing
+            ctx.notes.append(f"{stage}: column {col!r} not found; nothing to resolve")
+            continue
         text, st = _value(e, rel.table, col)
         c = ident(col)
         action, _, tname = spec.partition(":")

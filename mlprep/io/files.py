@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mlprep.duck import Engine, ident, lit
 from mlprep.io.fs import FileInfo, filesystem, is_remote
@@ -136,7 +137,7 @@ def load_jsonl(
             )
             engine.con.unregister("_lines")
             if progress:
-                progress(batch.column(1).nbytes)
+                progress(pc.sum(pc.binary_length(batch.column(1))).as_py() or 0)
         _quarantine_rows(
             engine,
             [

@@ -1,0 +1,39 @@
+# Set-up is part of every target: a fresh clone needs only `make demo` or `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ROWS   ?= 20000
+DEMO   ?= demo
+
+.PHONY: demo test lint lock clean
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check uv
+	$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.lock
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	touch $@
+
+## demo: generate sample data and run the batch stage notebook headless (papermill)
+demo: $(STAMP)
+	@test -f $(DEMO)/data/transactions.jsonl || $(PY) -m mlprep data generate --out $(DEMO)/data --rows $(ROWS)
+	@mkdir -p runs/demo
+	$(PY) -m papermill --cwd notebooks notebooks/01_batch_etl.ipynb runs/demo/01_batch_etl.ipynb \
+		-p config $(CURDIR)/conf/batch/transactions.yaml \
+		-p data_dir $(CURDIR)/$(DEMO)/data -p out_dir $(CURDIR)/$(DEMO)/out --log-level WARNING
+	@$(PY) -c "import json,glob,os; p=max(glob.glob('$(DEMO)/out/curated/_runs/transactions/*/summary.json'), key=os.path.getmtime); s=json.load(open(p)); print('rows:', s['rows']); print(os.path.abspath(p))"
+
+## test: the whole test suite (starts its own moto server; needs PostgreSQL and MariaDB up)
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check mlprep tests bench pipelines notebooks
+
+## lock: re-resolve requirements.lock from pyproject.toml
+lock:
+	uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+clean:
+	rm -rf $(VENV) runs $(DEMO)
