@@ -37,6 +37,8 @@ def cmd_batch_run(a: argparse.Namespace) -> int:
 
     try:
         r = run_job(a.config, _params(a.param), progress=not a.no_progress)
+    except ConfigError:
+        raise  # exit 2: nothing ran
     except MlprepError as e:
         path = getattr(e, "summary_path", None)
         print(f"error: {e}", file=sys.stderr)

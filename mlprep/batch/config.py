@@ -370,6 +370,10 @@ def load_job(config: str | Path | dict, params: dict[str, Any] | None = None) ->
         raise _config_error(e) from None
     steps = job.parsed_steps()
     _check_graph(job, steps)
+    from mlprep.batch import quality  # DQDL is checked up front too
+
+    quality.parse(job.quality.rules, "quality.rules")
+    quality.parse(job.quality.warn, "quality.warn")
     return job, values
 
 

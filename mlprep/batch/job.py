@@ -25,7 +25,14 @@ from tqdm.auto import tqdm
 
 from mlprep.batch import bookmarks, catalog, quality, transforms
 from mlprep.batch.config import JobConfig, Source, load_job
-from mlprep.batch.publish import LocalTable, S3Table, open_table, table_location, write_json_atomic
+from mlprep.batch.publish import (
+    LocalTable,
+    S3Table,
+    fault,
+    open_table,
+    table_location,
+    write_json_atomic,
+)
 from mlprep.batch.transforms import Context, Relation
 from mlprep.duck import Engine, ident, lit
 from mlprep.errors import DataQualityError, ErrorThresholdExceeded, MlprepError
@@ -250,6 +257,7 @@ class _Run:
         manifest = {"job": self.job.name, "run_id": self.run_id, "mode": "append" if append else "overwrite",
                     "rows_written": rows["written"], "partitions": partitions,
                     "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        fault("publish:staged")
         version = self.table.publish(staged, append, {"manifest.json": manifest,
                                                       "bookmark.json": self.bookmark_out}, out.keep_versions)
         self._tick("write", t)

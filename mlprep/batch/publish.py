@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +34,12 @@ from mlprep.io.fs import filesystem, is_remote
 
 META = "_mlprep"
 _VERSION = re.compile(r"^v(\d{6})$")
+
+
+def fault(point: str) -> None:
+    """Crash-test hook: SIGKILL this process at ``point`` when MLPREP_FAULT_POINT names it."""
+    if os.environ.get("MLPREP_FAULT_POINT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -135,14 +142,17 @@ class LocalTable:
             for fname, obj in meta.items():
                 (build / META / fname).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
             _fsync_tree(build)
+            fault("publish:built")
             final = self.versions / name
             os.rename(build, final)
             _fsync_dir(self.versions)
+            fault("publish:renamed")
             # the commit point: one atomic rename of a symlink over the table name
             tmp_link = self.path.parent / f".{self.path.name}.{uuid.uuid4().hex[:8]}.lnk"
             os.symlink(os.path.relpath(final, self.path.parent), tmp_link)
             os.replace(tmp_link, self.path)
             _fsync_dir(self.path.parent)
+            fault("publish:swapped")
             shutil.rmtree(staged, ignore_errors=True)
             self._gc(keep)
             return name
@@ -209,8 +219,10 @@ class S3Table:
         for fname, obj in meta.items():
             with self.fs.open(f"{dest}/{META}/{fname}", "w") as f:
                 f.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+        fault("publish:built")
         with self.fs.open(f"{self.root}/_LATEST", "w") as f:  # the commit point
             f.write(name)
+        fault("publish:swapped")
         shutil.rmtree(staged, ignore_errors=True)
         for n in sorted(nums)[: max(0, len(nums) + 1 - keep)]:
             if f"{n:06d}" != name:

@@ -1,0 +1,211 @@
+"""The demo job end to end against the pandas oracle, plus publish, bookmarks and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from mlprep.batch.job import bookmark_show, read_output, run_job
+from mlprep.errors import ConfigError, DataQualityError, ErrorThresholdExceeded
+from tests.conftest import JOB
+from tests.oracle import demo_job
+
+COLS = ["txn_id", "user_id", "merchant_id", "amount", "currency", "ts", "device_os", "device_browser",
+        "device_ip", "signup_date", "country", "segment", "updated_at", "hour", "day_of_week", "amount_z", "dt"]
+
+
+def _norm(df: pd.DataFrame) -> pd.DataFrame:
+    df = df[COLS].sort_values("txn_id").reset_index(drop=True).copy()
+    df["dt"] = df["dt"].astype(str)
+    df["ts"] = pd.to_datetime(df["ts"]).astype("datetime64[us]")
+    for c in ("hour", "day_of_week"):
+        df[c] = df[c].astype("int64")
+    for c in COLS:
+        if df[c].dtype == object or str(df[c].dtype).startswith(("string", "str")):
+            df[c] = df[c].astype(object).where(df[c].notna(), None)
+    return df
+
+
+def test_demo_job_matches_pandas_oracle(small_data, tmp_path):
+    r = run_job(JOB, {"data_dir": str(small_data.out_dir), "out_dir": str(tmp_path)})
+    expected, counts = demo_job(small_data.out_dir)
+    assert r.status == "succeeded"
+    assert r.rows == counts
+    assert counts["quarantined"] > 0 and counts["deduplicated"] > 0  # the data exercises both
+    got = _norm(read_output(r.summary["output"]["path"]))
+    exp = _norm(expected)
+    pd.testing.assert_frame_equal(got.drop(columns="amount_z"), exp.drop(columns="amount_z"), check_dtype=False)
+    assert (got["amount_z"] - exp["amount_z"]).abs().max() < 1e-9
+    # the summary on disk is the one returned, and its last-line path is printed by the CLI
+    assert json.load(open(r.summary_path))["rows"] == counts
+    q = pd.read_parquet(r.summary["quarantine"]["file"])
+    assert len(q) == counts["quarantined"]
+    assert set(q["position"].str.split().str[0]) == {"line"}
+    assert q["reason"].str.contains("amount: cannot cast|missing required field").all()
+    # quarantined positions really are those lines of the source
+    lines = open(small_data.transactions).read().splitlines()
+    for _, row in q.head(20).iterrows():
+        txn = json.loads(lines[row["position_number"] - 1])
+        assert json.loads(row["record"]).get("txn_id") == txn.get("txn_id")
+
+
+def test_rerun_is_noop_and_reset_rebuilds_identically(small_data, tmp_path):
+    params = {"data_dir": str(small_data.out_dir), "out_dir": str(tmp_path)}
+    first = run_job(JOB, params)
+    before = read_output(first.summary["output"]["path"])
+    again = run_job(JOB, params)
+    assert again.status == "noop" and again.rows["read"] == 0
+    from mlprep.batch.job import bookmark_write
+
+    bookmark_write(JOB, params, None)
+    assert bookmark_show(JOB, params) is None
+    rebuilt = run_job(JOB, params)
+    assert rebuilt.summary["output"]["mode"] == "overwrite"
+    pd.testing.assert_frame_equal(_norm(read_output(rebuilt.summary["output"]["path"])), _norm(before))
+
+
+def test_incremental_files_append_only_new(small_data, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    lines = open(small_data.transactions).read().splitlines(keepends=True)
+    (src / "part-1.jsonl").write_text("".join(lines[:1500]))
+    shutil.copy(small_data.users_db, src / "users.db")
+    cfg = _job_dict(str(src), str(tmp_path / "out"), path=f"{src}/*.jsonl")
+    r1 = run_job(cfg)
+    (src / "part-2.jsonl").write_text("".join(lines[1500:]))
+    r2 = run_job(cfg)
+    assert r2.summary["sources"]["transactions"]["files"] == 1
+    assert r2.summary["sources"]["transactions"]["skipped_by_bookmark"] == 1
+    assert r2.summary["output"]["mode"] == "append"
+    assert r2.rows["read"] == len(lines) - 1500
+    out = read_output(r2.summary["output"]["path"])
+    assert len(out) == r1.rows["written"] + r2.rows["written"]
+    assert run_job(cfg).status == "noop"
+
+
+def _job_dict(data_dir: str, out_dir: str, path: str | None = None, **over) -> dict:
+    from mlprep.batch.config import load_yaml
+
+    cfg = load_yaml(JOB.read_text())
+    cfg["parameters"]["data_dir"]["default"] = data_dir
+    cfg["parameters"]["out_dir"]["default"] = out_dir
+    if path:
+        cfg["sources"]["transactions"]["path"] = path
+    cfg.update(over)
+    return cfg
+
+
+def test_failing_quality_rule_blocks_publish(small_data, tmp_path):
+    cfg = _job_dict(str(small_data.out_dir), str(tmp_path))
+    run_job(cfg)
+    before = read_output(f"{tmp_path}/curated/transactions")
+    cfg2 = _job_dict(str(small_data.out_dir), str(tmp_path))
+    cfg2["quality"] = {"rules": 'Rules = [ RowCount > 0, ColumnValues "amount" < 100 ]',
+                       "warn": 'Rules = [ IsUnique "user_id" ]'}
+    cfg2["sources"]["transactions"]["bookmark"] = False
+    with pytest.raises(DataQualityError, match='ColumnValues "amount" < 100') as ei:
+        run_job(cfg2)
+    s = json.load(open(ei.value.summary_path))
+    assert s["status"] == "failed"
+    outcomes = {o["rule"]: o for o in s["quality"]["rules"]}
+    assert outcomes["RowCount > 0"]["passed"]
+    assert not outcomes['ColumnValues "amount" < 100']["passed"]
+    assert not outcomes['IsUnique "user_id"']["passed"] and outcomes['IsUnique "user_id"']["severity"] == "warn"
+    pd.testing.assert_frame_equal(read_output(f"{tmp_path}/curated/transactions"), before)
+    r = s["rows"]
+    assert r["read"] == r["written"] + r["quarantined"] + r["deduplicated"] + r["filtered"] + r["unpublished"]
+
+
+def test_error_threshold_fails_the_job(small_data, tmp_path):
+    cfg = _job_dict(str(small_data.out_dir), str(tmp_path))
+    cfg["thresholds"] = {"max_errors": 3}
+    with pytest.raises(ErrorThresholdExceeded, match="thresholds.max_errors"):
+        run_job(cfg)
+    assert not (tmp_path / "curated" / "transactions").exists()
+    with pytest.raises(ErrorThresholdExceeded, match="max_error_rate"):
+        run_job(JOB, {"data_dir": str(small_data.out_dir), "out_dir": str(tmp_path), "max_error_rate": "0.001"})
+
+
+@pytest.mark.parametrize(("params", "field"), [
+    ({"out_dir": "/tmp/x"}, "parameters.data_dir"),
+    ({"data_dir": "/nonexistent/dir", "out_dir": "/tmp/x"}, "parameters.data_dir"),
+    ({"data_dir": ".", "out_dir": "/tmp/x", "max_error_rate": "lots"}, "parameters.max_error_rate"),
+    ({"data_dir": ".", "out_dir": "/tmp/x", "colour": "red"}, "parameters.colour"),
+    ({"data_dir": ".", "out_dir": "bad\0path"}, "parameters.out_dir"),
+])
+def test_wrong_parameters_fail_fast_naming_the_parameter(params, field):
+    with pytest.raises(ConfigError) as ei:
+        run_job(JOB, params)
+    assert ei.value.field == field
+
+
+@pytest.mark.parametrize(("mutate", "field"), [
+    (lambda c: c["steps"].append({"explode": {"input": "x"}}), "steps[8]"),
+    (lambda c: c["steps"].append({"dedupe": {"input": "enriched"}}), "steps[8].dedupe.keys"),
+    (lambda c: c["steps"].append({"dedupe": {"input": "nope", "keys": ["a"]}}), "steps[8].dedupe.input"),
+    (lambda c: c["steps"][2]["apply_mapping"]["mappings"].append(["a", "string", "a", "blob"]), "steps[2].apply_mapping.mappings[9]"),
+    (lambda c: c["output"].pop("path"), "output.path"),
+    (lambda c: c["sources"]["users"].update(colour="red"), "sources.users.colour"),
+    (lambda c: c["quality"].update(rules="Rules = [ IsShiny \"x\" ]"), "quality.rules"),
+])
+def test_wrong_config_fails_before_work_naming_the_field(mutate, field, tmp_path):
+    cfg = _job_dict(str(tmp_path), str(tmp_path))
+    mutate(cfg)
+    with pytest.raises(ConfigError) as ei:
+        run_job(cfg)
+    assert ei.value.field == field
+    assert not (tmp_path / "curated").exists()
+
+
+def test_cli_prints_summary_path_last_and_fails_nonzero(small_data, tmp_path):
+    cmd = [sys.executable, "-m", "mlprep", "batch", "run", str(JOB), "--no-progress",
+           "-p", f"data_dir={small_data.out_dir}", "-p", f"out_dir={tmp_path}"]
+    p = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    last = p.stdout.strip().splitlines()[-1]
+    assert last.endswith("summary.json") and json.load(open(last))["status"] == "succeeded"
+    bad = subprocess.run(cmd + ["-p", "max_error_rate=x"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "parameters.max_error_rate" in bad.stderr
+    show = subprocess.run([sys.executable, "-m", "mlprep", "batch", "bookmark", "show", str(JOB),
+                           "-p", f"data_dir={small_data.out_dir}", "-p", f"out_dir={tmp_path}"],
+                          capture_output=True, text=True, check=True)
+    assert str(small_data.transactions) in json.loads(show.stdout)["sources"]["transactions"]["files"]
+
+
+@pytest.mark.parametrize("point", ["publish:staged", "publish:built", "publish:renamed", "publish:swapped"])
+def test_sigkill_mid_publish_leaves_published_data_unchanged(small_data, tmp_path, point):
+    src = tmp_path / "in"
+    src.mkdir()
+    lines = open(small_data.transactions).read().splitlines(keepends=True)
+    (src / "a.jsonl").write_text("".join(lines[:2000]))
+    shutil.copy(small_data.users_db, src / "users.db")
+    out = tmp_path / "out"
+    cfg = tmp_path / "job.json"
+    cfg.write_text(json.dumps(_job_dict(str(src), str(out), path=f"{src}/*.jsonl")))
+    code = ("import json,sys; from mlprep.batch.job import run_job; run_job(json.load(open(sys.argv[1])))")
+    subprocess.run([sys.executable, "-c", code, str(cfg)], check=True)
+    published = read_output(f"{out}/curated/transactions")
+    (src / "b.jsonl").write_text("".join(lines[2000:]))
+    env = dict(os.environ, MLPREP_FAULT_POINT=point)
+    p = subprocess.run([sys.executable, "-c", code, str(cfg)], env=env)
+    assert p.returncode == -signal.SIGKILL
+    after_kill = read_output(f"{out}/curated/transactions")
+    if point == "publish:swapped":  # killed after the commit point: the new version is complete
+        assert len(after_kill) > len(published)
+    else:
+        pd.testing.assert_frame_equal(after_kill, published)
+    subprocess.run([sys.executable, "-c", code, str(cfg)], check=True)  # the rerun
+    clean_out = tmp_path / "clean"
+    (src / "b.jsonl").rename(src / "b.hold")
+    clean = _job_dict(str(src), str(clean_out), path=f"{src}/*.jsonl")
+    run_job(clean)
+    (src / "b.hold").rename(src / "b.jsonl")
+    run_job(clean)
+    pd.testing.assert_frame_equal(_norm(read_output(f"{out}/curated/transactions")),
+                                  _norm(read_output(f"{clean_out}/curated/transactions")))
