@@ -212,8 +212,8 @@ class JobConfig(_Model):
     def primary_source(self) -> str:
         """The source whose rows reach the output (through joins, their left side)."""
         name = self.output.input
-        for _kind, step in reversed(self.parsed_steps()):
-            if step.out == name:
+        for kind, step in reversed(self.parsed_steps()):
+            if step.out == name or (kind == "relationalize" and name.startswith(step.out + step.separator)):
                 name = step.input
         return name
 
@@ -380,11 +380,18 @@ def load_job(config: str | Path | dict, params: dict[str, Any] | None = None) ->
 def _check_graph(job: JobConfig, steps: list[tuple[str, Any]]) -> None:
     """Every step's inputs must exist by the time it runs; the output's input too."""
     known = set(job.sources)
+    prefixes: list[str] = []  # relationalize makes child relations <output><sep><array column>
+
+    def exists(ref: str) -> bool:
+        return ref in known or any(ref.startswith(p) for p in prefixes)
+
     for i, (kind, step) in enumerate(steps):
         for ref, field in ((step.input, "input" if kind != "join" else "left"),
                            *(((step.right, "right"),) if kind == "join" else ())):
-            if ref not in known:
+            if not exists(ref):
                 raise ConfigError(f"steps[{i}].{kind}.{field}", f"unknown relation {ref!r} (known: {', '.join(sorted(known))})")
         known.add(step.out)
-    if job.output.input not in known:
+        if kind == "relationalize":
+            prefixes.append(step.out + step.separator)
+    if not exists(job.output.input):
         raise ConfigError("output.input", f"unknown relation {job.output.input!r} (known: {', '.join(sorted(known))})")

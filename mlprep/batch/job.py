@@ -204,7 +204,7 @@ class _Run:
     def accounting(self, rel: Relation) -> dict[str, int]:
         origin = rel.origin
         counts = self.ctx.counts.get(origin, dict.fromkeys(transforms.CATEGORIES, 0))
-        src = self.sources[origin]
+        src = self.sources.get(origin) or {"read": self.ctx.derived_reads[origin], "quarantined": 0}
         written = self.engine.one("SELECT count(*) FROM _out")
         rows = {"read": src["read"], "written": written,
                 "quarantined": src["quarantined"] + counts["quarantined"],

@@ -41,6 +41,7 @@ class Context:
     relations: dict[str, Relation] = field(default_factory=dict)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # origin -> category -> n
     notes: list[str] = field(default_factory=list)
+    derived_reads: dict[str, int] = field(default_factory=dict)  # child relations: rows made
 
     def count(self, origin: str, category: str, n: int) -> None:
         c = self.counts.setdefault(origin, dict.fromkeys(CATEGORIES, 0))
@@ -135,6 +136,16 @@ def relationalize(ctx: Context, rel: Relation, step: Relationalize, out_name: st
             f" LATERAL (SELECT unnest({elems}) AS v, generate_subscripts({elems}, 1) AS i) u"
             f" WHERE {expr} IS NOT NULL"
         )
+        n = objects = 0
+        if _type_of(e, t, "val") == "JSON":
+            n, objects = e.rows(f"SELECT count(val), count(*) FILTER (WHERE json_type(val) = 'OBJECT') FROM {t}")[0]
+        if n and n == objects:  # arrays of objects: elements become structs, flattened below
+            shape = e.one(f"SELECT json_group_structure(val) FROM {t}")
+            t2 = e.fresh("t")
+            e.run(f"CREATE TABLE {t2} AS SELECT * REPLACE (from_json(val, {lit(shape)}) AS val) FROM {t}")
+            e.run(f"DROP TABLE {t}")
+            t = t2
+        ctx.derived_reads[child] = e.one(f"SELECT count(*) FROM {t}")
         ctx.relations[child] = relationalize(ctx, Relation(t, child), Relationalize(input=child, separator=sep), child) \
             if any(ty.startswith("STRUCT(") for _, ty in data_columns(e, t)) else Relation(t, child)
     return out
@@ -210,7 +221,9 @@ def resolve_choice(ctx: Context, rel: Relation, step: ResolveChoice, stage: str)
         elif action == "project":
             t = duck_type(tname, f"specs.{col}")
             want = _family_of(t)
-            replace[col] = f"CASE WHEN {fam} = {lit(want)} THEN try_cast({text} AS {t}) END"
+            # JSON numbers are one kind of value here: project:double keeps 3 as well as 3.5
+            ok = "('double', 'long')" if want in ("double", "long") else f"({lit(want)})"
+            replace[col] = f"CASE WHEN {fam} IN {ok} THEN try_cast({text} AS {t}) END"
         else:  # make_cols: one column per type present
             present = [r[0] for r in e.rows(f"SELECT DISTINCT {fam} FROM {rel.table} WHERE {c} IS NOT NULL ORDER BY 1")]
             for fam_name in present:
