@@ -88,7 +88,7 @@ def run_pandas(data: Path, out: Path) -> None:
     dev = pd.json_normalize(df["device"].where(df["device"].notna(), None).tolist())
     df = df.drop(columns="device")
     for c in ("os", "browser", "ip"):
-        df[f"device_{c}"] = dev[c] if c in dev else None
+        df[f"device_{c}"] = dev.get(c, None)
     amount = pd.to_numeric(df["amount"], errors="coerce")
     df = df[df["amount"].isna() | amount.notna()].copy()
     df["amount"] = amount[df.index].astype("float64")

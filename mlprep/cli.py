@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any
@@ -68,10 +69,8 @@ def cmd_bookmark(a: argparse.Namespace) -> int:
             raise ConfigError("--key", "bookmark set needs --key VALUE (SQL) or --processed PATH (files)")
         key: Any = a.key
         if key is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 key = int(key)
-            except ValueError:
-                pass
         v = job.bookmark_set(a.config, params, a.source, key=key, processed=a.processed)
         print(f"bookmark set (version {v})")
     return 0

@@ -134,7 +134,7 @@ def test_relationalize_arrays_become_child_relations(tmp_path):
     _write(tmp_path, "a.jsonl", "\n".join(json.dumps(r) for r in recs) + "\n")
     cfg = _job(tmp_path, [{"relationalize": {"input": "r", "output": "root"}}])
     cfg["output"]["input"] = "root_items"
-    r, out, q = _run(cfg)
+    _r, out, _q = _run(cfg)
     out = out.sort_values(["id", "index"])
     assert out[["index", "val_sku", "val_q"]].values.tolist() == [[0, "a", 2], [1, "b", 1], [0, "c", 5]]
     assert out["id"].nunique() == 2
@@ -148,7 +148,7 @@ def test_join_inner_counts_misses_as_filtered_and_rejects_fanout(tmp_path):
     cfg["sources"]["d"] = {"format": "csv", "path": str(tmp_path / "dim"), "bookmark": False}
     cfg["steps"].insert(0, {"apply_mapping": {"input": "d", "mappings": [["k", "string", "k", "long"], ["label", "string", "label", "string"]]}})
     cfg["output"]["input"] = "j"
-    r, out, q = _run(cfg)
+    r, out, _q = _run(cfg)
     assert r.rows == {"read": 3, "written": 2, "quarantined": 0, "deduplicated": 0, "filtered": 1}
     assert out.sort_values("k")[["k", "x", "label"]].values.tolist() == [[1, "a", "one"], [3, "c", "three"]]
     (tmp_path / "dim" / "d.csv").write_text("k,label\n1,one\n1,uno\n")
@@ -179,7 +179,7 @@ def test_parquet_source_and_corrupt_file(tmp_path):
     d.mkdir()
     pd.DataFrame({"id": [1, 2, 3], "v": [1.0, None, 3.0]}).to_parquet(d / "a.parquet")
     (d / "b.parquet").write_bytes(b"PAR1 this is not parquet")
-    r, out, q = _run(_job(tmp_path, [{"require": {"input": "r", "columns": ["v"]}}], fmt="parquet"))
+    r, _out, q = _run(_job(tmp_path, [{"require": {"input": "r", "columns": ["v"]}}], fmt="parquet"))
     assert r.rows == {"read": 4, "written": 2, "quarantined": 2, "deduplicated": 0, "filtered": 0}
     assert sorted(q["position"]) == ["file", "row 2"]
     assert q[q["position"] == "file"]["reason"].iloc[0].startswith("unreadable Parquet file")

@@ -110,7 +110,7 @@ def test_failing_quality_rule_blocks_publish(small_data, tmp_path):
     cfg2["quality"] = {"rules": 'Rules = [ RowCount > 0, ColumnValues "amount" < 100 ]',
                        "warn": 'Rules = [ IsUnique "user_id" ]'}
     cfg2["sources"]["transactions"]["bookmark"] = False
-    with pytest.raises(DataQualityError, match='ColumnValues "amount" < 100') as ei:
+    with pytest.raises(DataQualityError, match=r'ColumnValues "amount" < 100') as ei:
         run_job(cfg2)
     s = json.load(open(ei.value.summary_path))
     assert s["status"] == "failed"
@@ -126,7 +126,7 @@ def test_failing_quality_rule_blocks_publish(small_data, tmp_path):
 def test_error_threshold_fails_the_job(small_data, tmp_path):
     cfg = _job_dict(str(small_data.out_dir), str(tmp_path))
     cfg["thresholds"] = {"max_errors": 3}
-    with pytest.raises(ErrorThresholdExceeded, match="thresholds.max_errors"):
+    with pytest.raises(ErrorThresholdExceeded, match=r"thresholds\.max_errors"):
         run_job(cfg)
     assert not (tmp_path / "curated" / "transactions").exists()
     with pytest.raises(ErrorThresholdExceeded, match="max_error_rate"):
@@ -170,7 +170,7 @@ def test_cli_prints_summary_path_last_and_fails_nonzero(small_data, tmp_path):
     p = subprocess.run(cmd, capture_output=True, text=True, check=True)
     last = p.stdout.strip().splitlines()[-1]
     assert last.endswith("summary.json") and json.load(open(last))["status"] == "succeeded"
-    bad = subprocess.run(cmd + ["-p", "max_error_rate=x"], capture_output=True, text=True)
+    bad = subprocess.run([*cmd, "-p", "max_error_rate=x"], capture_output=True, text=True)
     assert bad.returncode == 2 and "parameters.max_error_rate" in bad.stderr
     show = subprocess.run([sys.executable, "-m", "mlprep", "batch", "bookmark", "show", str(JOB),
                            "-p", f"data_dir={small_data.out_dir}", "-p", f"out_dir={tmp_path}"],

@@ -5,6 +5,7 @@ Data Catalog (database, table with partition keys, partitions) through boto3.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -72,10 +73,8 @@ def sync_glue(database: str, table: str, location: str, schema: Schema, partitio
     import boto3
 
     glue = boto3.client("glue", endpoint_url=endpoint_url)
-    try:
+    with contextlib.suppress(glue.exceptions.AlreadyExistsException):
         glue.create_database(DatabaseInput={"Name": database})
-    except glue.exceptions.AlreadyExistsException:
-        pass
     sd = {
         "Columns": [{"Name": c, "Type": glue_type(t)} for c, t in schema.items() if c not in partition_keys],
         "Location": location,

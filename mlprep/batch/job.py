@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -87,8 +88,8 @@ class _Run:
         self.now = now
         self.t0 = time.time()
         self.timings: dict[str, float] = {}
-        tmp = tempfile.mkdtemp(prefix="mlprep-duckdb-")
-        self.engine = Engine(temp_dir=tmp)
+        self.tmp = tempfile.mkdtemp(prefix="mlprep-duckdb-")  # DuckDB spills here
+        self.engine = Engine(temp_dir=self.tmp)
         self.engine.run(file_io.QUARANTINE_DDL)
         self.engine.run("CREATE TABLE _files (id INTEGER, source VARCHAR, url VARCHAR, fmt VARCHAR)")
         self.table = open_table(job.output.path)
@@ -243,7 +244,7 @@ class _Run:
         ident_src = json.dumps({"config": self.job.model_dump(mode="json"), "files": self._inputs()},
                                sort_keys=True, default=str)
         tag = hashlib.sha256(ident_src.encode()).hexdigest()[:16]
-        opts = [f"FORMAT parquet", f"COMPRESSION {out.compression if out.compression != 'none' else 'uncompressed'}",
+        opts = ["FORMAT parquet", f"COMPRESSION {out.compression if out.compression != 'none' else 'uncompressed'}",
                 f"FILENAME_PATTERN 'part-{tag}-{{i}}'"]
         if out.partition_by:
             opts.append(f"PARTITION_BY ({', '.join(ident(k) for k in out.partition_by)})")
@@ -393,6 +394,7 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
         if "quality" in s:
             write_json_atomic(join(rdir, "quality.json"), s["quality"])
         run.engine.close()
+        shutil.rmtree(run.tmp, ignore_errors=True)
     if error is not None:
         if isinstance(error, MlprepError):
             error.summary_path = summary_path  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ def row_accounting(summary: dict[str, Any], ax: plt.Axes | None = None) -> plt.A
     bars = ax.barh(names[::-1], vals[::-1], color=["#888", "#2a7", "#d62", "#e90", "#69c"][::-1])
     ax.bar_label(bars, labels=[f"{v:,}" for v in vals[::-1]], padding=3)
     ax.set_title("Row accounting: read = written + quarantined + deduplicated + filtered")
-    ax.set_xlim(0, max(vals + [1]) * 1.2)
+    ax.set_xlim(0, max([*vals, 1]) * 1.2)
     return ax
 
 
