@@ -95,6 +95,7 @@ class _Run:
         self.table = open_table(job.output.path)
         self.ctx = Context(self.engine)
         self.sources: dict[str, dict[str, Any]] = {}
+        self.source_schemas: dict[str, dict[str, str]] = {}
         self.file_id = 0
         state = self.table.read_meta("bookmark.json")
         self.bookmark_in = state
@@ -119,7 +120,8 @@ class _Run:
             else:
                 self._extract_files(name, src, table, info)
             self.sources[name] = info
-            self.ctx.relations[name] = Relation(table, name)
+            self.source_schemas[name] = dict(transforms.data_columns(self.engine, table))
+            self.ctx.relations[name] = transforms.source(self.ctx, table, name)
             log.info("extracted", extra={"source": name, "read": info["read"], "quarantined": info["quarantined"]})
         self._tick("extract", t)
 
@@ -172,10 +174,17 @@ class _Run:
     def transform(self) -> Relation:
         t = time.time()
         rels = self.ctx.relations
+        consumed: set[str] = set()
         for i, (kind, step) in enumerate(self.job.parsed_steps()):
             stage = f"steps[{i}].{kind}"
             st = time.time()
+            # a consumed relation's marked rows live on in its consumer's chain
+            consumed.add(rels[step.input].table)
             if kind == "join":
+                consumed.add(rels[step.right].table)
+            if kind == "join":
+                if rels[step.right].pending:  # count the right side's rejects once, here
+                    rels[step.right] = transforms.materialize(self.ctx, rels[step.right])
                 out = transforms.join(self.ctx, rels[step.left], rels[step.right], step, stage)
             elif kind == "relationalize":
                 out = transforms.relationalize(self.ctx, rels[step.input], step, step.out)
@@ -186,16 +195,23 @@ class _Run:
                       "drop_null_fields": transforms.drop_null_fields}[kind]
                 out = fn(self.ctx, rels[step.input], step, stage)
             rels[step.out] = out
+            self.ctx.gc()
             log.info("step", extra={"step": stage, "seconds": round(time.time() - st, 3)})
+        final = rels[self.job.output.input] = transforms.materialize(self.ctx, rels[self.job.output.input])
+        for name, rel in list(rels.items()):  # rejects of relations no step used
+            if rel.pending and rel.table not in consumed:
+                rels[name] = transforms.materialize(self.ctx, rel)
+        self.ctx.gc()
         self._tick("transform", t)
-        return rels[self.job.output.input]
+        return final
 
     # -- output -------------------------------------------------------------------------------
     def finalize(self, rel: Relation) -> str:
         """The output table: data columns + partition columns, in source order."""
         parts = self.job.output.partition_by
         extra = "".join(f", ({expr})::VARCHAR AS {ident(k)}" for k, expr in parts.items())
-        self.engine.run(f"CREATE TABLE _out AS SELECT * {extra} FROM {rel.table} ORDER BY _src, _pos")
+        marks = ", ".join(transforms.MARKS)
+        self.engine.run(f"CREATE VIEW _out AS SELECT * EXCLUDE ({marks}) {extra} FROM {rel.table}")
         nulls = [k for k in parts if self.engine.one(f"SELECT count(*) FROM _out WHERE {ident(k)} IS NULL")]
         if nulls:
             raise MlprepError(f"output.partition_by.{nulls[0]}: expression gives NULL for some rows; "
@@ -305,8 +321,7 @@ class _Run:
         cdir = catalog_dir(self.job)
         drift = {}
         for name, info in self.sources.items():
-            rel = f"src_{name}"
-            schema = dict(transforms.data_columns(self.engine, rel))
+            schema = dict(self.source_schemas[name])
             for c, types in info.get("choice_columns", {}).items():
                 schema[c] = "choice<" + ",".join(types) + ">"
             drift[f"source:{name}"] = catalog.record(cdir, f"source.{name}", "source", schema, self.run_id)

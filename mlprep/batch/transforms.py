@@ -1,13 +1,20 @@
-"""Glue-style transforms over engine tables, each a function ``(ctx, relation, step) -> relation``.
+"""Glue-style transforms over engine relations, each a function ``(ctx, relation, step) -> relation``.
 
-Relations are DuckDB tables that carry lineage columns ``_src``/``_pos``. A transform that
-removes rows says why: quarantined (bad data, with a reason), deduplicated or filtered; the
-counts feed the run's row accounting, which always balances:
-``read = written + quarantined + deduplicated + filtered``.
+Relations are lazy: a transform usually makes a DuckDB *view* over its input, so a chain of
+row-wise steps runs as one pipeline, the way a hand-written query would. Rows a step rejects are
+not removed at once but *marked*: ``_reason`` (why), ``_cat`` (quarantined, deduplicated or
+filtered), ``_stage`` (which step) and ``_record`` (the row as JSON, for quarantine). Later steps
+leave marked rows alone. Only a step that must see exactly the live rows (a window function, a
+column statistic, an array explode) or the end of the job *materializes* the chain: the marked
+rows are then counted (and quarantined) and dropped. Counts feed the row accounting, which always
+balances: ``read = written + quarantined + deduplicated + filtered``.
+
+Every row carries its lineage, ``_src`` (file id) and ``_pos`` (line, record or row number).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from mlprep.batch.config import (
@@ -26,13 +33,17 @@ from mlprep.duck import Engine, ident, lit
 from mlprep.errors import MlprepError
 
 LINEAGE = ("_src", "_pos")
+MARKS = ("_reason", "_cat", "_stage", "_record")
 CATEGORIES = ("quarantined", "deduplicated", "filtered")
+_WINDOW = re.compile(r"\bover\s*\(", re.I)
 
 
 @dataclass
 class Relation:
-    table: str
+    table: str  # a table or a view (possibly with marked rows)
     origin: str  # the source whose rows these are (row accounting is per source)
+    bases: frozenset[str] = frozenset()  # the tables it reads, to drop them when unused
+    pending: bool = False  # may hold marked rows not yet counted (materialize() counts them)
 
 
 @dataclass
@@ -42,10 +53,18 @@ class Context:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # origin -> category -> n
     notes: list[str] = field(default_factory=list)
     derived_reads: dict[str, int] = field(default_factory=dict)  # child relations: rows made
+    tables: set[str] = field(default_factory=set)  # tables this context created
 
     def count(self, origin: str, category: str, n: int) -> None:
         c = self.counts.setdefault(origin, dict.fromkeys(CATEGORIES, 0))
         c[category] += n
+
+    def gc(self) -> None:
+        """Drop the tables no relation reads any more (keeps memory near one copy of the data)."""
+        live = set().union(*(r.bases for r in self.relations.values())) if self.relations else set()
+        for t in sorted(self.tables - live):
+            self.engine.run(f"DROP TABLE IF EXISTS {t} CASCADE")
+            self.tables.discard(t)
 
 
 class StepError(MlprepError):
@@ -53,7 +72,16 @@ class StepError(MlprepError):
 
 
 def data_columns(engine: Engine, table: str) -> list[tuple[str, str]]:
-    return [(n, t) for n, t in engine.columns(table) if n not in LINEAGE]
+    return [(n, t) for n, t in engine.columns(table) if n not in LINEAGE and n not in MARKS]
+
+
+def source(ctx: Context, table: str, origin: str) -> Relation:
+    """A loaded source table as a relation with no marked rows."""
+    v = ctx.engine.fresh("v")
+    ctx.tables.add(table)
+    ctx.engine.run(f"CREATE VIEW {v} AS SELECT *, NULL::VARCHAR AS _reason, NULL::VARCHAR AS _cat,"
+                   f" NULL::VARCHAR AS _stage, NULL::VARCHAR AS _record FROM {table}")
+    return Relation(v, origin, frozenset({table}))
 
 
 def _row_json(cols: list[str]) -> str:
@@ -62,36 +90,49 @@ def _row_json(cols: list[str]) -> str:
     return "to_json(struct_pack(" + ", ".join(f"{ident(c)} := {ident(c)}" for c in cols) + "))::VARCHAR"
 
 
-def split(ctx: Context, rel: Relation, select: str, reason: str, category: str, stage: str,
-          record_cols: list[str] | None = None) -> Relation:
-    """Materialise ``select`` (which must yield lineage + data columns) with a ``reason``
-    expression; rows with a non-null reason leave the relation, counted under ``category``
-    (and written to quarantine when the category is 'quarantined')."""
+def _view(ctx: Context, rel: Relation, cols: list[str], reason: str | None = None,
+          category: str = "quarantined", stage: str = "", record_cols: list[str] | None = None,
+          source_sql: str | None = None) -> Relation:
+    """A view selecting ``cols`` (SQL over the input's columns); rows for which ``reason`` (SQL)
+    is not NULL become marked, unless an earlier step marked them already."""
     e = ctx.engine
-    t = e.fresh("t")
-    e.run(f"CREATE TABLE {t} AS SELECT *, {reason} AS _reason FROM ({select})")
-    cols = [c for c, _ in data_columns(e, t) if c != "_reason"]
-    dropped = e.one(f"SELECT count(*) FROM {t} WHERE _reason IS NOT NULL")
-    if dropped:
-        if category == "quarantined":
-            rec = _row_json(record_cols if record_cols is not None else cols)
-            e.run(
-                f"INSERT INTO _quarantine SELECT _src, _pos, NULL, {lit(stage)}, _reason, {rec}"
-                f" FROM {t} WHERE _reason IS NOT NULL"
-            )
-        ctx.count(rel.origin, category, dropped)
-        out = e.fresh("t")
-        e.run(f"CREATE TABLE {out} AS SELECT * EXCLUDE (_reason) FROM {t} WHERE _reason IS NULL")
-        e.run(f"DROP TABLE {t}")
-        return Relation(out, rel.origin)
-    e.run(f"ALTER TABLE {t} DROP COLUMN _reason")
-    return Relation(t, rel.origin)
+    src = source_sql or rel.table
+    lineage = "_src, _pos"
+    v = e.fresh("v")
+    if reason is None:
+        e.run(f"CREATE VIEW {v} AS SELECT {', '.join(cols)}, {lineage}, {', '.join(MARKS)} FROM {src}")
+        return Relation(v, rel.origin, rel.bases, rel.pending)
+    rec = _row_json(record_cols if record_cols is not None else [c for c, _ in data_columns(e, rel.table)])
+    new = "_reason IS NULL AND _rn IS NOT NULL"
+    e.run(
+        f"CREATE VIEW {v} AS SELECT {', '.join(cols)}, {lineage}, coalesce(_reason, _rn) AS _reason,"
+        f" CASE WHEN {new} THEN {lit(category)} ELSE _cat END AS _cat,"
+        f" CASE WHEN {new} THEN {lit(stage)} ELSE _stage END AS _stage,"
+        f" CASE WHEN {new} AND {lit(category)} = 'quarantined' THEN {rec} ELSE _record END AS _record"
+        f" FROM (SELECT *, ({reason})::VARCHAR AS _rn FROM {src})"
+    )
+    return Relation(v, rel.origin, rel.bases, True)
 
 
-def _replace(ctx: Context, rel: Relation, select: str) -> Relation:
-    t = ctx.engine.fresh("t")
-    ctx.engine.run(f"CREATE TABLE {t} AS {select}")
-    return Relation(t, rel.origin)
+def materialize(ctx: Context, rel: Relation) -> Relation:
+    """Run the chain into a table; count (and quarantine) the marked rows; continue with the live
+    rows only."""
+    e = ctx.engine
+    t = e.fresh("m")
+    try:
+        e.run(f"CREATE TABLE {t} AS SELECT * FROM {rel.table}")
+    except Exception as err:
+        raise StepError(f"while computing {rel.origin}: {str(err).splitlines()[0]}") from err
+    ctx.tables.add(t)
+    for cat, n in e.rows(f"SELECT _cat, count(*) FROM {t} WHERE _reason IS NOT NULL GROUP BY 1"):
+        ctx.count(rel.origin, cat, n)
+    e.run(f"INSERT INTO _quarantine SELECT _src, _pos, NULL, _stage, _reason, _record FROM {t}"
+          " WHERE _cat = 'quarantined'")
+    v = e.fresh("v")
+    e.run(f"CREATE VIEW {v} AS SELECT * EXCLUDE ({', '.join(MARKS)}), NULL::VARCHAR AS _reason,"
+          " NULL::VARCHAR AS _cat, NULL::VARCHAR AS _stage, NULL::VARCHAR AS _record"
+          f" FROM {t} WHERE _reason IS NULL")
+    return Relation(v, rel.origin, frozenset({t}))
 
 
 def _first_reason(conds: list[tuple[str, str]]) -> str:
@@ -125,10 +166,12 @@ def relationalize(ctx: Context, rel: Relation, step: Relationalize, out_name: st
 
     for c, t in cols:
         flat(ident(c), c, t)
-    out = _replace(ctx, rel, f"SELECT _src, _pos, {', '.join(sel)} FROM {rel.table}")
+    if arrays:  # children are made from live rows only
+        rel = materialize(ctx, rel)
+    out = _view(ctx, rel, sel)
     for name, expr in arrays:
         child = f"{out_name}{sep}{name}"
-        t = e.fresh("t")
+        t = e.fresh("c")
         elems = f"CAST({expr} AS JSON[])" if _type_of(e, rel.table, expr) == "JSON" else expr
         e.run(
             f"CREATE TABLE {t} AS SELECT _src, _pos, (_src::BIGINT << 40) | _pos AS id,"
@@ -141,13 +184,15 @@ def relationalize(ctx: Context, rel: Relation, step: Relationalize, out_name: st
             n, objects = e.rows(f"SELECT count(val), count(*) FILTER (WHERE json_type(val) = 'OBJECT') FROM {t}")[0]
         if n and n == objects:  # arrays of objects: elements become structs, flattened below
             shape = e.one(f"SELECT json_group_structure(val) FROM {t}")
-            t2 = e.fresh("t")
+            t2 = e.fresh("c")
             e.run(f"CREATE TABLE {t2} AS SELECT * REPLACE (from_json(val, {lit(shape)}) AS val) FROM {t}")
             e.run(f"DROP TABLE {t}")
             t = t2
         ctx.derived_reads[child] = e.one(f"SELECT count(*) FROM {t}")
-        ctx.relations[child] = relationalize(ctx, Relation(t, child), Relationalize(input=child, separator=sep), child) \
-            if any(ty.startswith("STRUCT(") for _, ty in data_columns(e, t)) else Relation(t, child)
+        crel = source(ctx, t, child)
+        if any(ty.startswith("STRUCT(") for _, ty in data_columns(e, t)):
+            crel = relationalize(ctx, crel, Relationalize(input=child, separator=sep), child)
+        ctx.relations[child] = crel
     return out
 
 
@@ -170,17 +215,6 @@ def _all_arrays(e: Engine, table: str, expr: str) -> bool:
     return n > 0 and n == arr
 
 
-def _value(e: Engine, table: str, col: str) -> tuple[str, str]:
-    """(text expression, type) of a column; JSON choice columns yield their value as text."""
-    types = dict(data_columns(e, table))
-    if col not in types:
-        raise StepError(f"column {col!r} not found (columns: {', '.join(types)})")
-    c = ident(col)
-    if types[col] == "JSON":
-        return f"({c} ->> '$')", "JSON"
-    return c, types[col]
-
-
 _JSON_FAMILY = (
     "CASE json_type({c}) WHEN 'VARCHAR' THEN 'string' WHEN 'DOUBLE' THEN 'double'"
     " WHEN 'UBIGINT' THEN 'long' WHEN 'BIGINT' THEN 'long' WHEN 'BOOLEAN' THEN 'boolean'"
@@ -196,6 +230,16 @@ def _cast(text: str, source_type: str, target: str) -> str:
     return f"try_cast({text} AS {target})"
 
 
+def _family_of(duck: str) -> str:
+    if duck in ("DOUBLE", "FLOAT") or duck.startswith("DECIMAL"):
+        return "double"
+    if duck in ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UBIGINT", "HUGEINT"):
+        return "long"
+    if duck == "BOOLEAN":
+        return "boolean"
+    return "string"
+
+
 def resolve_choice(ctx: Context, rel: Relation, step: ResolveChoice, stage: str) -> Relation:
     """``cast:T`` casts every value (a failed cast quarantines the row); ``project:T`` keeps
     values of type T and nulls the others; ``make_cols`` splits into ``col_<type>`` columns."""
@@ -208,8 +252,8 @@ def resolve_choice(ctx: Context, rel: Relation, step: ResolveChoice, stage: str)
         if col not in types:  # as in Glue: resolving a column that is not there does nothing
             ctx.notes.append(f"{stage}: column {col!r} not found; nothing to resolve")
             continue
-        text, st = _value(e, rel.table, col)
-        c = ident(col)
+        c, st = ident(col), types[col]
+        text = f"({c} ->> '$')" if st == "JSON" else c
         action, _, tname = spec.partition(":")
         fam = _JSON_FAMILY.format(c=c) if st == "JSON" else lit(_family_of(st))
         if action == "cast":
@@ -225,52 +269,15 @@ def resolve_choice(ctx: Context, rel: Relation, step: ResolveChoice, stage: str)
             ok = "('double', 'long')" if want in ("double", "long") else f"({lit(want)})"
             replace[col] = f"CASE WHEN {fam} IN {ok} THEN try_cast({text} AS {t}) END"
         else:  # make_cols: one column per type present
-            present = [r[0] for r in e.rows(f"SELECT DISTINCT {fam} FROM {rel.table} WHERE {c} IS NOT NULL ORDER BY 1")]
+            present = [r[0] for r in e.rows(
+                f"SELECT DISTINCT {fam} FROM {rel.table} WHERE {c} IS NOT NULL AND _reason IS NULL ORDER BY 1")]
             for fam_name in present:
                 t = duck_type(fam_name if fam_name not in ("struct", "array") else "string", col)
-                extra.append(f"CASE WHEN {fam} = {lit(fam_name)} THEN try_cast({text} AS {t}) END AS {ident(col + '_' + fam_name)}")
+                extra.append(f"CASE WHEN {fam} = {lit(fam_name)} THEN try_cast({text} AS {t}) END"
+                             f" AS {ident(col + '_' + fam_name)}")
             replace[col] = ""
-    sel = []
-    for name in types:
-        if name in replace:
-            if replace[name]:
-                sel.append(f"{replace[name]} AS {ident(name)}")
-        else:
-            sel.append(ident(name))
-    sel += extra
-    select = f"SELECT _src, _pos, {', '.join(sel)} FROM {rel.table}"
-    if not reasons:
-        return _replace(ctx, rel, select)
-    # reasons are evaluated on the source values, so compute them in the same pass
-    reason_sql = _first_reason(reasons)
-    record = _row_json(list(types))
-    t = e.fresh("t")
-    e.run(f"CREATE TABLE {t} AS SELECT {', '.join(sel)}, _src, _pos, {reason_sql} AS _reason, "
-          f"CASE WHEN {reason_sql} IS NOT NULL THEN {record} END AS _record FROM {rel.table}")
-    return _finish_split(ctx, rel, t, "quarantined", stage)
-
-
-def _finish_split(ctx: Context, rel: Relation, t: str, category: str, stage: str) -> Relation:
-    e = ctx.engine
-    dropped = e.one(f"SELECT count(*) FROM {t} WHERE _reason IS NOT NULL")
-    if dropped:
-        e.run(f"INSERT INTO _quarantine SELECT _src, _pos, NULL, {lit(stage)}, _reason, _record"
-              f" FROM {t} WHERE _reason IS NOT NULL")
-        ctx.count(rel.origin, category, dropped)
-    out = e.fresh("t")
-    e.run(f"CREATE TABLE {out} AS SELECT * EXCLUDE (_reason, _record) FROM {t} WHERE _reason IS NULL")
-    e.run(f"DROP TABLE {t}")
-    return Relation(out, rel.origin)
-
-
-def _family_of(duck: str) -> str:
-    if duck in ("DOUBLE", "FLOAT") or duck.startswith("DECIMAL"):
-        return "double"
-    if duck in ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UBIGINT", "HUGEINT"):
-        return "long"
-    if duck == "BOOLEAN":
-        return "boolean"
-    return "string"
+    sel = [f"{replace[n]} AS {ident(n)}" if n in replace else ident(n) for n in types if replace.get(n, None) != ""]
+    return _view(ctx, rel, sel + extra, _first_reason(reasons) if reasons else None, "quarantined", stage)
 
 
 def apply_mapping(ctx: Context, rel: Relation, step: ApplyMapping, stage: str) -> Relation:
@@ -292,14 +299,7 @@ def apply_mapping(ctx: Context, rel: Relation, step: ApplyMapping, stage: str) -
         if expr != text:
             reasons.append((f"{expr_src} IS NOT NULL AND {expr} IS NULL",
                             f"'{src}: cannot cast ' || {text}::VARCHAR || ' to {dtype_name}'"))
-    reason_sql = _first_reason(reasons)
-    if not reasons:
-        return _replace(ctx, rel, f"SELECT _src, _pos, {', '.join(sel)} FROM {rel.table}")
-    t = e.fresh("t")
-    e.run(f"CREATE TABLE {t} AS SELECT _src, _pos, {', '.join(sel)}, {reason_sql} AS _reason,"
-          f" CASE WHEN {reason_sql} IS NOT NULL THEN {_row_json(list(types))} END AS _record"
-          f" FROM {rel.table}")
-    return _finish_split(ctx, rel, t, "quarantined", stage)
+    return _view(ctx, rel, sel, _first_reason(reasons) if reasons else None, "quarantined", stage)
 
 
 def _resolve_path(e: Engine, table: str, types: dict[str, str], path: str) -> tuple[str | None, str]:
@@ -320,6 +320,10 @@ def _resolve_path(e: Engine, table: str, types: dict[str, str], path: str) -> tu
     return expr, typ
 
 
+def _all_cols(e: Engine, rel: Relation) -> list[str]:
+    return [ident(c) for c, _ in data_columns(e, rel.table)]
+
+
 def require(ctx: Context, rel: Relation, step: Require, stage: str) -> Relation:
     types = dict(data_columns(ctx.engine, rel.table))
     conds = []
@@ -328,13 +332,16 @@ def require(ctx: Context, rel: Relation, step: Require, stage: str) -> Relation:
             conds.append(("TRUE", lit(f"missing required field {c} (column absent)")))
         else:
             conds.append((f"{ident(c)} IS NULL", lit(f"missing required field {c}")))
-    return split(ctx, rel, f"SELECT * FROM {rel.table}", _first_reason(conds), "quarantined", stage)
+    return _view(ctx, rel, _all_cols(ctx.engine, rel), _first_reason(conds), "quarantined", stage)
 
 
 def filter_rows(ctx: Context, rel: Relation, step: Filter, stage: str) -> Relation:
     reason = lit(step.reason or f"filter: {step.where}")
-    return split(ctx, rel, f"SELECT * FROM {rel.table}",
-                 f"CASE WHEN ({step.where}) IS TRUE THEN NULL ELSE {reason} END", "filtered", stage)
+    try:
+        return _view(ctx, rel, _all_cols(ctx.engine, rel),
+                     f"CASE WHEN ({step.where}) IS TRUE THEN NULL ELSE {reason} END", "filtered", stage)
+    except Exception as e:
+        raise StepError(f"{stage}.where: {str(e).splitlines()[0]}") from e
 
 
 def dedupe(ctx: Context, rel: Relation, step: Dedupe, stage: str) -> Relation:
@@ -346,16 +353,11 @@ def dedupe(ctx: Context, rel: Relation, step: Dedupe, stage: str) -> Relation:
     order = [f"{o}{desc}" for o in step.order_by] + [f"_src{desc}", f"_pos{desc}"]
     keys = ", ".join(ident(k) for k in step.keys)
     any_null = " OR ".join(f"{ident(k)} IS NULL" for k in step.keys)
-    # rows with a NULL key are never duplicates of each other
-    rn = f"CASE WHEN {any_null} THEN 1 ELSE row_number() OVER (PARTITION BY {keys} ORDER BY {', '.join(order)}) END"
-    t = ctx.engine.fresh("t")
-    ctx.engine.run(f"CREATE TABLE {t} AS SELECT *, {rn} AS _rn FROM {rel.table}")
-    out = split(ctx, rel, f"SELECT * EXCLUDE (_rn), _rn FROM {t}",
-                f"CASE WHEN _rn > 1 THEN 'duplicate of ' || {lit(', '.join(step.keys))} END",
-                "deduplicated", stage)
-    ctx.engine.run(f"DROP TABLE {t}")
-    ctx.engine.run(f"ALTER TABLE {out.table} DROP COLUMN _rn")
-    return out
+    # live rows are ranked among themselves; rows with a NULL key are never duplicates
+    reason = (f"CASE WHEN _reason IS NOT NULL OR {any_null} THEN NULL"
+              f" WHEN row_number() OVER (PARTITION BY _reason IS NULL, {keys} ORDER BY {', '.join(order)}) > 1"
+              f" THEN {lit('duplicate of ' + ', '.join(step.keys))} END")
+    return _view(ctx, rel, _all_cols(ctx.engine, rel), reason, "deduplicated", stage)
 
 
 def join(ctx: Context, left: Relation, right: Relation, step: Join, stage: str) -> Relation:
@@ -366,43 +368,41 @@ def join(ctx: Context, left: Relation, right: Relation, step: Join, stage: str) 
             if k not in types:
                 raise StepError(f"{stage}: join key {k!r} not in {side} relation")
     keys = ", ".join(ident(k) for k in step.on)
-    dups = e.one(f"SELECT count(*) FROM (SELECT {keys} FROM {right.table} GROUP BY ALL HAVING count(*) > 1)")
+    dups = e.one(f"SELECT count(*) FROM (SELECT {keys} FROM {right.table} WHERE _reason IS NULL"
+                 " GROUP BY ALL HAVING count(*) > 1)")
     if dups:
         raise StepError(
             f"{stage}: right relation {step.right!r} has {dups} duplicate key(s) on ({', '.join(step.on)});"
             " joins are many-to-one (dedupe the right side first)"
         )
-    rcols = []
-    for c in rt:
-        if c in step.on:
-            continue
-        name = c if c not in lt else f"{c}_{step.right}"
-        rcols.append(f"r.{ident(c)} AS {ident(name)}")
+    right_cols = [(c, c if c not in lt else f"{c}_{step.right}") for c in rt if c not in step.on]
     on = " AND ".join(f"l.{ident(k)} = r.{ident(k)}" for k in step.on)
-    sel = ", ".join(["l.*", *rcols])
-    select = (f"SELECT {sel}, r._m AS _m FROM {left.table} l LEFT JOIN"
-              f" (SELECT *, TRUE AS _m FROM {right.table}) r ON {on}")
+    picked = "".join(f", {ident(c)} AS {ident(n)}" for c, n in right_cols)
+    joined = (f"(SELECT l.*, r._m{''.join(f', r.{ident(n)}' for _, n in right_cols)}"
+              f" FROM {left.table} l LEFT JOIN (SELECT {keys}{picked}, TRUE AS _m FROM {right.table}"
+              f" WHERE _reason IS NULL) r ON {on})")
+    names = [ident(c) for c in lt] + [ident(n) for _, n in right_cols]
+    rel = Relation(left.table, left.origin, left.bases | right.bases, left.pending)
     if step.how == "left":
-        return _replace(ctx, left, f"SELECT * EXCLUDE (_m) FROM ({select})")
-    out = split(ctx, left, select, f"CASE WHEN _m IS NULL THEN {lit('no match in ' + step.right)} END",
-                "filtered", stage)
-    e.run(f"ALTER TABLE {out.table} DROP COLUMN _m")
-    return out
+        return _view(ctx, rel, names, source_sql=joined)
+    return _view(ctx, rel, names, f"CASE WHEN _m IS NULL THEN {lit('no match in ' + step.right)} END",
+                 "filtered", stage, source_sql=joined)
 
 
 def derive(ctx: Context, rel: Relation, step: Derive, stage: str) -> Relation:
+    if any(_WINDOW.search(v) for v in step.columns.values()):
+        rel = materialize(ctx, rel)  # windows must see the live rows only
     types = dict(data_columns(ctx.engine, rel.table))
-    replace = {k: v for k, v in step.columns.items() if k in types}
-    new = {k: v for k, v in step.columns.items() if k not in types}
-    sel = ["*" if not replace else "* REPLACE (" + ", ".join(f"({v}) AS {ident(k)}" for k, v in replace.items()) + ")"]
-    sel += [f"({v}) AS {ident(k)}" for k, v in new.items()]
+    sel = [f"({step.columns[c]}) AS {ident(c)}" if c in step.columns else ident(c) for c in types]
+    sel += [f"({v}) AS {ident(k)}" for k, v in step.columns.items() if k not in types]
     try:
-        return _replace(ctx, rel, f"SELECT {', '.join(sel)} FROM {rel.table}")
+        return _view(ctx, rel, sel)
     except Exception as e:
         raise StepError(f"{stage}: {str(e).splitlines()[0]}") from e
 
 
 def drop_null_fields(ctx: Context, rel: Relation, step: DropNullFields, stage: str) -> Relation:
+    rel = materialize(ctx, rel)
     cols = [c for c, _ in data_columns(ctx.engine, rel.table)]
     if not cols:
         return rel
@@ -411,4 +411,4 @@ def drop_null_fields(ctx: Context, rel: Relation, step: DropNullFields, stage: s
     dropped = [c for c, n in zip(cols, counts, strict=True) if n == 0]
     if dropped:
         ctx.notes.append(f"{stage}: dropped all-null columns {', '.join(dropped)}")
-    return _replace(ctx, rel, f"SELECT _src, _pos{''.join(', ' + ident(c) for c in keep)} FROM {rel.table}")
+    return _view(ctx, rel, [ident(c) for c in keep])
