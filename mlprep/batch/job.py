@@ -121,7 +121,7 @@ class _Run:
                 self._extract_files(name, src, table, info)
             self.sources[name] = info
             self.source_schemas[name] = dict(transforms.data_columns(self.engine, table))
-            self.ctx.relations[name] = transforms.source(self.ctx, table, name)
+            self.ctx.relations[name] = transforms.source(self.ctx, table, name, info.pop("_bases", None))
             log.info("extracted", extra={"source": name, "read": info["read"], "quarantined": info["quarantined"]})
         self._tick("extract", t)
 
@@ -152,7 +152,7 @@ class _Run:
                 stats = file_io.load_parquet(self.engine, table, pairs)
                 bar.update(total)
         info.update(read=stats.read, quarantined=stats.quarantined, empty_files=stats.empty_files,
-                    choice_columns=stats.choice_columns)
+                    choice_columns=stats.choice_columns, _bases=stats.bases)
         if src.bookmark:
             self.bookmark_out = bookmarks.advance(self.bookmark_out, name, files=todo)
 

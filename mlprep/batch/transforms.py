@@ -75,13 +75,14 @@ def data_columns(engine: Engine, table: str) -> list[tuple[str, str]]:
     return [(n, t) for n, t in engine.columns(table) if n not in LINEAGE and n not in MARKS]
 
 
-def source(ctx: Context, table: str, origin: str) -> Relation:
-    """A loaded source table as a relation with no marked rows."""
+def source(ctx: Context, table: str, origin: str, bases: list[str] | None = None) -> Relation:
+    """A loaded source table (or a view over ``bases``) as a relation with no marked rows."""
     v = ctx.engine.fresh("v")
-    ctx.tables.add(table)
+    bases = bases or [table]
+    ctx.tables.update(bases)
     ctx.engine.run(f"CREATE VIEW {v} AS SELECT *, NULL::VARCHAR AS _reason, NULL::VARCHAR AS _cat,"
                    f" NULL::VARCHAR AS _stage, NULL::VARCHAR AS _record FROM {table}")
-    return Relation(v, origin, frozenset({table}))
+    return Relation(v, origin, frozenset(bases))
 
 
 def _row_json(cols: list[str]) -> str:
@@ -276,7 +277,7 @@ def resolve_choice(ctx: Context, rel: Relation, step: ResolveChoice, stage: str)
                 extra.append(f"CASE WHEN {fam} = {lit(fam_name)} THEN try_cast({text} AS {t}) END"
                              f" AS {ident(col + '_' + fam_name)}")
             replace[col] = ""
-    sel = [f"{replace[n]} AS {ident(n)}" if n in replace else ident(n) for n in types if replace.get(n, None) != ""]
+    sel = [f"{replace[n]} AS {ident(n)}" if n in replace else ident(n) for n in types if replace.get(n) != ""]
     return _view(ctx, rel, sel + extra, _first_reason(reasons) if reasons else None, "quarantined", stage)
 
 

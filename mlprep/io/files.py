@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlprep.duck import Engine, ident, lit
+from mlprep.errors import MlprepError
 from mlprep.io.fs import FileInfo, filesystem, is_remote
 from mlprep.io.lines import Oversized, read_lines
 
@@ -44,6 +45,7 @@ class LoadStats:
     blank_lines: int = 0
     empty_files: list[str] = field(default_factory=list)
     choice_columns: dict[str, list[str]] = field(default_factory=dict)
+    bases: list[str] = field(default_factory=list)  # tables behind ``table`` when it is a view
 
 
 def _quarantine_rows(engine: Engine, rows: list[tuple], stage: str = "read") -> None:
@@ -112,6 +114,74 @@ def _family(types: dict[str, int]) -> list[str]:
     return sorted(fam)
 
 
+def _lines_fast(engine: Engine, file_id: int, url: str, max_record_bytes: int) -> str | None:
+    """The lines of a file, split by DuckDB's parallel CSV reader into ``(_src, _pos, txt)``.
+
+    Exact only when the reader rejected nothing: then every line (blank ones too, as NULL) is a
+    row in file order, so the row number is the line number. Returns None otherwise (invalid
+    UTF-8, a line over the limit, a stray delimiter byte): the exact splitter takes that file.
+    """
+    _register_fs(engine, url)
+    t = engine.fresh("lines")
+    engine.run("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans")
+    try:
+        engine.run(
+            f"CREATE TABLE {t} AS SELECT {file_id}::INTEGER AS _src, row_number() OVER () AS _pos, txt"
+            f" FROM read_csv({lit(url)}, columns = {{'txt': 'VARCHAR'}}, delim = '\x01', quote = '',"
+            " escape = '', header = false, auto_detect = false, new_line = '\\n', store_rejects = true,"
+            f" max_line_size = {max_record_bytes + 1}, buffer_size = {max(32 << 20, 4 * (max_record_bytes + 1))})"
+        )
+    except Exception as e:  # the reader gave up on this file: use the exact splitter
+        log.debug("fast line reader failed on %s: %s", url, e)
+        engine.run(f"DROP TABLE IF EXISTS {t}")
+        return None
+    if engine.one("SELECT count(*) FROM reject_errors"):
+        engine.run(f"DROP TABLE {t}")
+        return None
+    return t
+
+
+def _lines_exact(engine: Engine, file_id: int, url: str, max_record_bytes: int,
+                 progress: Callable[[int], None] | None) -> tuple[str, int]:
+    """The lines of a file split in Python (numpy over 64 MB blocks): invalid UTF-8 and
+    over-long lines are quarantined here. Returns the table and how many were quarantined."""
+    t = engine.fresh("lines")
+    engine.run(f"CREATE TABLE {t} (_src INTEGER, _pos BIGINT, raw BLOB, txt VARCHAR)")
+    oversized: list[Oversized] = []
+    for batch in read_lines(url, max_record_bytes, oversized):
+        engine.register("_lines", batch)
+        # decode() fails on invalid UTF-8; try() turns that into NULL, kept for quarantine
+        engine.run(
+            f"INSERT INTO {t} SELECT {file_id}, line_no, CASE WHEN try(decode(raw)) IS NULL THEN raw END,"
+            " try(decode(raw)) FROM _lines"
+        )
+        engine.con.unregister("_lines")
+        if progress:
+            progress(pc.sum(pc.binary_length(batch.column(1))).as_py() or 0)
+    rows = [(file_id, o.line_no, f"line {o.line_no}",
+             f"record too long: {o.length} bytes > max_record_bytes {max_record_bytes}",
+             o.prefix.decode("utf-8", "replace") + "...") for o in oversized]
+    bad_utf8 = engine.rows(f"SELECT _src, _pos, raw FROM {t} WHERE txt IS NULL")
+    # keep the bytes visible (replacement characters) in the quarantine record
+    rows += [(s, p, f"line {p}", "invalid UTF-8", bytes(r).decode("utf-8", "replace").rstrip("\r\n"))
+             for s, p, r in bad_utf8]
+    _quarantine_rows(engine, rows)
+    engine.run(f"DELETE FROM {t} WHERE txt IS NULL")
+    engine.run(f"ALTER TABLE {t} DROP COLUMN raw")
+    return t, len(rows)
+
+
+def _key_checks(struct: dict) -> str:
+    """SQL true for a line with an object key the structure does not know (any depth)."""
+    conds = []
+    for path, keys in _object_paths(struct):
+        if path == "$":
+            conds.append(f"NOT list_has_all({lit_list(keys)}, json_keys(txt))")
+        else:
+            conds.append(f"(json_type(txt, {lit(path)}) = 'OBJECT' AND NOT list_has_all({lit_list(keys)}, json_keys(txt, {lit(path)})))")
+    return " OR ".join(conds) if conds else "FALSE"
+
+
 def load_jsonl(
     engine: Engine,
     table: str,
@@ -121,49 +191,61 @@ def load_jsonl(
 ) -> LoadStats:
     """Load JSON-lines files into ``table`` (``_src``, ``_pos`` + one column per field)."""
     stats = LoadStats()
-    txt = engine.fresh("txt")
-    engine.run(f"CREATE TABLE {txt} (_src INTEGER, _pos BIGINT, raw BLOB, txt VARCHAR)")
+    parts = []
     for file_id, info in files:
         if info.size == 0:
             stats.empty_files.append(info.url)
             continue
-        oversized: list[Oversized] = []
-        for batch in read_lines(info.url, max_record_bytes, oversized):
-            engine.register("_lines", batch)
-            # decode() fails on invalid UTF-8; try() turns that into NULL, kept for quarantine
-            engine.run(
-                f"INSERT INTO {txt} SELECT {file_id}, line_no,"
-                " CASE WHEN try(decode(raw)) IS NULL THEN raw END, try(decode(raw)) FROM _lines"
-            )
-            engine.con.unregister("_lines")
+        t = _lines_fast(engine, file_id, info.url, max_record_bytes)
+        if t is not None:
             if progress:
-                progress(pc.sum(pc.binary_length(batch.column(1))).as_py() or 0)
-        _quarantine_rows(
-            engine,
-            [
-                (file_id, o.line_no, f"line {o.line_no}",
-                 f"record too long: {o.length} bytes > max_record_bytes {max_record_bytes}",
-                 o.prefix.decode("utf-8", "replace") + "...")
-                for o in oversized
-            ],
-        )
-        stats.read += len(oversized)
-        stats.quarantined += len(oversized)
+                progress(info.size)
+        else:
+            t, rejected = _lines_exact(engine, file_id, info.url, max_record_bytes, progress)
+            stats.read += rejected
+            stats.quarantined += rejected
+        parts.append(t)
+    if not parts:
+        engine.run(f"CREATE TABLE {table} (_src INTEGER, _pos BIGINT)")
+        return stats
+    lines = engine.fresh("alllines")
+    engine.run(f"CREATE VIEW {lines} AS " + " UNION ALL ".join(
+        # blank lines are not records; trim only lines that start with white space (cheap)
+        f"SELECT _src, _pos, txt FROM {p} WHERE txt IS NOT NULL"
+        f" AND (txt[1] NOT IN (' ', '\t', '\r') OR trim(txt, ' \t\r') <> '')" for p in parts))
 
-    # invalid UTF-8: keep the bytes visibly (replacement characters) in the quarantine record
-    bad_utf8 = engine.rows(f"SELECT _src, _pos, raw FROM {txt} WHERE txt IS NULL")
-    _quarantine_rows(
-        engine,
-        [(s, p, f"line {p}", "invalid UTF-8", bytes(r).decode("utf-8", "replace").rstrip("\r\n"))
-         for s, p, r in bad_utf8],
-    )
+    # structure: a sample, widened by every record with a key or shape the sample did not have
+    good = f"SELECT txt FROM {lines} WHERE json_valid(txt) AND json_type(txt) = 'OBJECT'"
+    struct = _merge_structure(engine, f"{good} LIMIT {SAMPLE_ROWS}")
+    parsed = engine.fresh("parsed")
+    for _ in range(6):
+        shape = json.dumps(_leafify(struct)) if struct else None
+        # an object starts with '{' (after any white space): from_json would also take arrays
+        j = (f"CASE WHEN txt[1] = '{{' OR ltrim(txt)[1] = '{{' THEN try(from_json(txt, {lit(shape)})) END"
+             if shape else "NULL")
+        engine.run(f"DROP TABLE IF EXISTS {parsed}")
+        engine.run(f"CREATE TABLE {parsed} AS SELECT _src, _pos, {j} AS j,"
+                   f" {'coalesce(try(' + _key_checks(struct) + '), FALSE)' if struct else 'FALSE'} AS _x FROM {lines}")
+        # lines that parse as objects but not to this structure, or have keys it lacks
+        odd = (f"SELECT l.txt FROM {parsed} p JOIN {lines} l USING (_src, _pos) WHERE (p._x OR p.j IS NULL)"
+               " AND json_valid(l.txt) AND json_type(l.txt) = 'OBJECT'")
+        if not struct and engine.one(f"SELECT count(*) FROM ({good} LIMIT 1)") == 0:
+            break
+        if struct and not engine.one(f"SELECT count(*) FROM {parsed} WHERE _x OR j IS NULL"):
+            break  # the common case: every line parsed to the structure (no join needed)
+        if struct and not engine.one(f"SELECT count(*) FROM ({odd} LIMIT 1)"):
+            break
+        struct = _merge_structure(engine, f"({good} LIMIT {SAMPLE_ROWS}) UNION ALL ({odd} LIMIT 100000)")
+    else:
+        raise MlprepError("JSON structure did not settle after 6 passes")
+
     # malformed JSON and non-objects: a precise message for the first DETAIL_LIMIT of them
-    bad_json = engine.rows(
-        f"SELECT _src, _pos, txt, json_valid(txt) FROM {txt} WHERE txt IS NOT NULL AND"
-        " (NOT json_valid(txt) OR json_type(txt) <> 'OBJECT') ORDER BY _src, _pos"
-    )
+    stats.read += engine.one(f"SELECT count(*) FROM {parsed}")
+    bad = engine.rows(f"SELECT _src, _pos, l.txt, json_valid(l.txt) FROM {lines} l SEMI JOIN"
+                      f" (SELECT _src, _pos FROM {parsed} WHERE j IS NULL) USING (_src, _pos) ORDER BY _src, _pos"
+                      ) if engine.one(f"SELECT count(*) FROM {parsed} WHERE j IS NULL") else []
     rows = []
-    for i, (s, p, t, valid) in enumerate(bad_json):
+    for i, (s, p, t, valid) in enumerate(bad):
         if valid:
             reason = f"not a JSON object ({type(json.loads(t)).__name__})"
         elif i < DETAIL_LIMIT:
@@ -176,34 +258,14 @@ def load_jsonl(
             reason = "malformed JSON"
         rows.append((s, p, f"line {p}", reason, t.rstrip("\r\n")))
     _quarantine_rows(engine, rows)
-    total = engine.one(f"SELECT count(*) FROM {txt}")
-    stats.read += total
-    stats.quarantined += len(bad_utf8) + len(bad_json)
-    good = f"SELECT _src, _pos, txt FROM {txt} WHERE txt IS NOT NULL AND json_valid(txt) AND json_type(txt) = 'OBJECT'"
-
-    # structure: a sample, widened by every record with a key the sample did not have
-    struct = _merge_structure(engine, f"{good} LIMIT {SAMPLE_ROWS}")
-    for _ in range(5):
-        paths = _object_paths(struct)
-        conds = [
-            f"(json_type(txt, {lit(p)}) = 'OBJECT' AND NOT list_has_all({lit_list(keys)}, json_keys(txt, {lit(p)})))"
-            for p, keys in paths
-        ]
-        extra = f"{good} AND ({' OR '.join(conds)})" if struct else good
-        if not engine.one(f"SELECT count(*) FROM ({extra} LIMIT 1)"):
-            break
-        struct = _merge_structure(engine, f"({good} LIMIT {SAMPLE_ROWS}) UNION ALL ({extra} LIMIT 100000)")
+    stats.quarantined += len(rows)
+    for p in parts:
+        engine.run(f"DROP TABLE {p} CASCADE")
     leaf_struct = _leafify(struct)
-    parsed = engine.fresh("parsed")
     if not leaf_struct:
-        engine.run(f"CREATE TABLE {table} AS SELECT _src, _pos FROM ({good})")
-        engine.run(f"DROP TABLE {txt}")
+        engine.run(f"CREATE TABLE {table} AS SELECT _src, _pos FROM {parsed} WHERE FALSE")
+        engine.run(f"DROP TABLE {parsed}")
         return stats
-    engine.run(
-        f"CREATE TABLE {parsed} AS SELECT _src, _pos, from_json(txt, {lit(json.dumps(leaf_struct))}) AS j"
-        f" FROM ({good})"
-    )
-    engine.run(f"DROP TABLE {txt}")
 
     # exact value types of every leaf, over all records
     leaves = _leaves(leaf_struct)
@@ -240,8 +302,9 @@ def load_jsonl(
     for k, v in leaf_struct.items():
         expr = build(v, (k,)) if isinstance(v, dict) else conv((k,))
         cols.append(f"{expr} AS {ident(k)}")
-    engine.run(f"CREATE TABLE {table} AS SELECT _src, _pos, {', '.join(cols)} FROM {parsed}")
-    engine.run(f"DROP TABLE {parsed}")
+    # a view: the conversion runs inside the job's first pipeline instead of as a copy here
+    engine.run(f"CREATE VIEW {table} AS SELECT _src, _pos, {', '.join(cols)} FROM {parsed} WHERE j IS NOT NULL")
+    stats.bases.append(parsed)
     return stats
 
 
