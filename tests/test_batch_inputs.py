@@ -183,3 +183,21 @@ def test_parquet_source_and_corrupt_file(tmp_path):
     assert r.rows == {"read": 4, "written": 2, "quarantined": 2, "deduplicated": 0, "filtered": 0}
     assert sorted(q["position"]) == ["file", "row 2"]
     assert q[q["position"] == "file"]["reason"].iloc[0].startswith("unreadable Parquet file")
+
+
+def test_keys_beyond_the_structure_sample_are_not_lost(tmp_path):
+    """The structure comes from a sample; a key that appears only later (at any depth, in any
+    key order or spacing) must still reach the output."""
+    rows = [json.dumps({"id": i, "d": {"a": i}}, separators=(",", ":")) for i in range(25_000)]
+    rows[24_000] = '{"id":24000,"d":{"a":1,"late_nested":"x"}}'
+    rows[24_001] = '{"d": {"a": 2}, "id": 24001, "late_top": 7}'  # other order, spaces
+    rows[24_002] = '{"id":24002,"d":"not an object"}'
+    _write(tmp_path, "a.jsonl", "\n".join(rows) + "\n")
+    r, out, q = _run(_job(tmp_path, []))
+    assert r.rows["written"] == 25_000 and len(q) == 0
+    o = out.set_index("id")
+    assert o.loc[24001, "late_top"] == 7 and o["late_top"].notna().sum() == 1
+    d = o.loc[24000, "d"]
+    assert json.loads(d)["late_nested"] == "x"  # d became a choice column (object or string)
+    assert o.loc[24002, "d"] == '"not an object"'
+    assert r.summary["sources"]["r"]["choice_columns"]["d"] == ["string", "struct"]

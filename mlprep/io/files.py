@@ -171,15 +171,31 @@ def _lines_exact(engine: Engine, file_id: int, url: str, max_record_bytes: int,
     return t, len(rows)
 
 
-def _key_checks(struct: dict) -> str:
-    """SQL true for a line with an object key the structure does not know (any depth)."""
+def _key_checks(struct: dict, text: str = "txt") -> str:
+    """SQL true for JSON ``text`` with an object key the structure does not know (any depth)."""
     conds = []
     for path, keys in _object_paths(struct):
         if path == "$":
-            conds.append(f"NOT list_has_all({lit_list(keys)}, json_keys(txt))")
+            conds.append(f"NOT list_has_all({lit_list(keys)}, json_keys({text}))")
         else:
-            conds.append(f"(json_type(txt, {lit(path)}) = 'OBJECT' AND NOT list_has_all({lit_list(keys)}, json_keys(txt, {lit(path)})))")
+            t = f"json_type({text}, {lit(path)})"
+            # an object the structure expects may hold other keys, or be no object at all
+            conds.append(f"({t} = 'OBJECT' AND NOT list_has_all({lit_list(keys)}, json_keys({text}, {lit(path)})))"
+                         f" OR {t} NOT IN ('OBJECT', 'NULL')")
     return " OR ".join(conds) if conds else "FALSE"
+
+
+def _parse_sql(struct: dict, lines: str) -> str:
+    """One pass: each line to a struct of JSON leaves (``j``), and ``_x``, true for a line with
+    keys or a shape the structure does not cover. The key check is cheap for machine-written
+    lines: when the struct written back as JSON is the line itself, the line has exactly the
+    structure's keys; only other lines pay for listing their keys."""
+    shape = json.dumps(_leafify(struct))
+    # an object starts with '{' (after any white space): from_json would also take arrays
+    j = f"CASE WHEN txt[1] = '{{' OR ltrim(txt)[1] = '{{' THEN try(from_json(txt, {lit(shape)})) END"
+    x = (f"CASE WHEN j IS NULL OR to_json(j)::VARCHAR = txt THEN FALSE"
+         f" ELSE coalesce(try({_key_checks(struct)}), FALSE) END")
+    return f"SELECT _src, _pos, j, {x} AS _x FROM (SELECT _src, _pos, txt, {j} AS j FROM {lines})"
 
 
 def load_jsonl(
@@ -219,13 +235,9 @@ def load_jsonl(
     struct = _merge_structure(engine, f"{good} LIMIT {SAMPLE_ROWS}")
     parsed = engine.fresh("parsed")
     for _ in range(6):
-        shape = json.dumps(_leafify(struct)) if struct else None
-        # an object starts with '{' (after any white space): from_json would also take arrays
-        j = (f"CASE WHEN txt[1] = '{{' OR ltrim(txt)[1] = '{{' THEN try(from_json(txt, {lit(shape)})) END"
-             if shape else "NULL")
         engine.run(f"DROP TABLE IF EXISTS {parsed}")
-        engine.run(f"CREATE TABLE {parsed} AS SELECT _src, _pos, {j} AS j,"
-                   f" {'coalesce(try(' + _key_checks(struct) + '), FALSE)' if struct else 'FALSE'} AS _x FROM {lines}")
+        engine.run(f"CREATE TABLE {parsed} AS " + (_parse_sql(struct, lines) if struct else
+                   f"SELECT _src, _pos, NULL::JSON AS j, FALSE AS _x FROM {lines}"))
         # lines that parse as objects but not to this structure, or have keys it lacks
         odd = (f"SELECT l.txt FROM {parsed} p JOIN {lines} l USING (_src, _pos) WHERE (p._x OR p.j IS NULL)"
                " AND json_valid(l.txt) AND json_type(l.txt) = 'OBJECT'")
@@ -267,22 +279,23 @@ def load_jsonl(
         engine.run(f"DROP TABLE {parsed}")
         return stats
 
+    col = _col
     # exact value types of every leaf, over all records
     leaves = _leaves(leaf_struct)
     hist = engine.rows(
-        "SELECT " + ", ".join(f"histogram(json_type({_col(p)}))" for p in leaves) + f" FROM {parsed}"
+        "SELECT " + ", ".join(f"histogram(json_type({col(p)}))" for p in leaves) + f" FROM {parsed}"
     )[0]
     leaf_type: dict[tuple[str, ...], str] = {}
     for p, h in zip(leaves, hist, strict=True):
         fam = _family(h or {})
         if len(fam) > 1:
-            stats.choice_columns[".".join(p)] = [_glue_type(t) for t in fam]
+            stats.choice_columns[".".join(p)] = sorted(_glue_type(t) for t in fam)
             leaf_type[p] = "JSON"
         else:
             leaf_type[p] = fam[0] if fam else "VARCHAR"
 
     def conv(p: tuple[str, ...]) -> str:
-        t, c = leaf_type[p], _col(p)
+        t, c = leaf_type[p], col(p)
         if t == "VARCHAR":
             return f"({c} ->> '$')"
         if t in ("OBJECT", "ARRAY", "JSON"):
@@ -296,7 +309,7 @@ def load_jsonl(
             expr = build(v, sub) if isinstance(v, dict) else conv(sub)
             parts.append(f"{ident(k)} := {expr}")
         # a missing or null object stays NULL rather than a struct of NULLs
-        return f"CASE WHEN {_col(path)} IS NULL THEN NULL ELSE struct_pack({', '.join(parts)}) END"
+        return f"CASE WHEN {col(path)} IS NULL THEN NULL ELSE struct_pack({', '.join(parts)}) END"
 
     cols = []
     for k, v in leaf_struct.items():
