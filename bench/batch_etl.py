@@ -5,7 +5,7 @@
 All four do the same ETL on the same seeded data (cast amount, flatten device, require fields,
 dedupe on txn_id keeping the earliest, join users, hour / ISO day-of-week / per-user amount
 z-score, Parquet partitioned by day). Each runs in its own process, so wall time and peak RSS
-(from wait4) are its own. Outputs are compared on aggregates; ratios are printed.
+(VmHWM) are its own. Outputs are compared on aggregates; ratios are printed.
 """
 
 from __future__ import annotations
@@ -159,20 +159,32 @@ def agrees(a: dict[str, float], b: dict[str, float]) -> bool:
     return all(abs(a[k] - b[k]) <= 1e-6 * max(1.0, abs(b[k])) + (1e-6 if k == "sum_amount_z" else 0) for k in a)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not wait4's ru_maxrss: that one keeps the
+    high-water mark of the parent's memory copied at fork, across exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(name: str, data: str, out: str) -> None:
     {"mlprep": run_mlprep, "duckdb_sql": run_duckdb_sql, "pandas": run_pandas, "polars": run_polars}[name](
         Path(data), Path(out))
+    (Path(out) / "_peak_rss_mb").write_text(str(peak_rss_mb()))
 
 
 def measure(name: str, data: Path, out: Path) -> dict[str, float]:
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, __file__, "--child", name, str(data), str(out)],
                             env=dict(os.environ, MLPREP_PROGRESS="0"))
-    _, status, usage = os.wait4(proc.pid, 0)
+    status = proc.wait()
     wall = time.perf_counter() - t
     if status != 0:
         raise RuntimeError(f"{name} failed (status {status})")
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    return {"wall_s": round(wall, 2), "peak_rss_mb": round(float((out / "_peak_rss_mb").read_text()), 1)}
 
 
 def main() -> None:

@@ -201,3 +201,15 @@ def test_keys_beyond_the_structure_sample_are_not_lost(tmp_path):
     assert json.loads(d)["late_nested"] == "x"  # d became a choice column (object or string)
     assert o.loc[24002, "d"] == '"not an object"'
     assert r.summary["sources"]["r"]["choice_columns"]["d"] == ["string", "struct"]
+
+
+def test_windows_in_derive_see_only_rows_that_survived_earlier_steps(tmp_path):
+    _write(tmp_path, "a.jsonl", "".join(json.dumps({"g": g, "v": v}) + "\n"
+                                        for g, v in [("a", 1), ("a", -5), ("a", 3), ("b", 10), ("b", None)]))
+    steps = [{"filter": {"input": "r", "where": "v > 0"}},
+             {"derive": {"input": "r", "columns": {"n": "count(*) OVER ()", "mean_g": "avg(v) over (partition by g)",
+                                                   "rank": "row_number() OVER (ORDER BY v DESC)"}}}]
+    r, out, q = _run(_job(tmp_path, steps))
+    assert r.rows["filtered"] == 2
+    got = out.sort_values("v")[["g", "v", "n", "mean_g", "rank"]].values.tolist()
+    assert got == [["a", 1, 3, 2.0, 3], ["a", 3, 3, 2.0, 2], ["b", 10, 3, 10.0, 1]]

@@ -197,7 +197,9 @@ class _Run:
             rels[step.out] = out
             self.ctx.gc()
             log.info("step", extra={"step": stage, "seconds": round(time.time() - st, 3)})
-        final = rels[self.job.output.input] = transforms.materialize(self.ctx, rels[self.job.output.input])
+        final = rels[self.job.output.input]
+        if final.pending:  # its marked rows must be counted before the output is written
+            final = rels[self.job.output.input] = transforms.materialize(self.ctx, final)
         for name, rel in list(rels.items()):  # rejects of relations no step used
             if rel.pending and rel.table not in consumed:
                 rels[name] = transforms.materialize(self.ctx, rel)
@@ -206,23 +208,47 @@ class _Run:
         return final
 
     # -- output -------------------------------------------------------------------------------
-    def finalize(self, rel: Relation) -> str:
-        """The output table: data columns + partition columns, in source order."""
-        parts = self.job.output.partition_by
-        extra = "".join(f", ({expr})::VARCHAR AS {ident(k)}" for k, expr in parts.items())
+    def stage(self, rel: Relation) -> tuple[Path, str]:
+        """Write the output's Parquet files to a staging folder (one pass over the final chain)
+        and return it with a view over the staged files, on which quality rules then run."""
+        t = time.time()
+        out = self.job.output
+        parts = out.partition_by
+        null = "__MLPREP_NULL__"
+        extra = "".join(f", coalesce(({expr})::VARCHAR, {lit(null)}) AS {ident(k)}" for k, expr in parts.items())
         marks = ", ".join(transforms.MARKS)
-        self.engine.run(f"CREATE VIEW _out AS SELECT * EXCLUDE ({marks}) {extra} FROM {rel.table}")
-        nulls = [k for k in parts if self.engine.one(f"SELECT count(*) FROM _out WHERE {ident(k)} IS NULL")]
-        if nulls:
-            raise MlprepError(f"output.partition_by.{nulls[0]}: expression gives NULL for some rows; "
-                              "require the columns it uses first")
-        return "_out"
+        self.engine.run(f"CREATE VIEW _out AS SELECT * EXCLUDE ({marks}, _src, _pos) {extra} FROM {rel.table}")
+        staged = self.table.staging(self.run_id)
+        # names derive from what was processed: a rerun of the same input writes the same names
+        ident_src = json.dumps({"config": self.job.model_dump(mode="json"), "files": self._inputs()},
+                               sort_keys=True, default=str)
+        self.tag = hashlib.sha256(ident_src.encode()).hexdigest()[:16]
+        opts = ["FORMAT parquet", f"COMPRESSION {out.compression if out.compression != 'none' else 'uncompressed'}",
+                f"FILENAME_PATTERN 'part-{self.tag}-{{i}}'"]
+        if parts:
+            opts += [f"PARTITION_BY ({', '.join(ident(k) for k in parts)})", "OVERWRITE_OR_IGNORE"]
+        target = str(staged) if parts else str(staged / f"part-{self.tag}-0.parquet")
+        try:
+            self.engine.run(f"COPY _out TO {lit(target)} ({', '.join(opts)})")
+        except Exception as e:
+            raise MlprepError(f"computing the output failed: {str(e).splitlines()[0]}") from e
+        files = sorted(staged.rglob("*.parquet"))
+        if files:
+            self.engine.run(f"CREATE VIEW _staged AS SELECT * FROM read_parquet([{', '.join(lit(str(f)) for f in files)}],"
+                            f" hive_partitioning = {lit(bool(parts))}, hive_types_autocast = false)")
+        else:
+            self.engine.run("CREATE VIEW _staged AS SELECT * FROM _out WHERE FALSE")
+        for k in parts:
+            if any(f"{k}={null}" in f.parts for f in files):
+                raise MlprepError(f"output.partition_by.{k}: expression gives NULL for some rows;"
+                                  " require the columns it uses first")
+        self._tick("write", t)
+        return staged, "_staged"
 
-    def accounting(self, rel: Relation) -> dict[str, int]:
+    def accounting(self, rel: Relation, written: int) -> dict[str, int]:
         origin = rel.origin
         counts = self.ctx.counts.get(origin, dict.fromkeys(transforms.CATEGORIES, 0))
         src = self.sources.get(origin) or {"read": self.ctx.derived_reads[origin], "quarantined": 0}
-        written = self.engine.one("SELECT count(*) FROM _out")
         rows = {"read": src["read"], "written": written,
                 "quarantined": src["quarantined"] + counts["quarantined"],
                 "deduplicated": counts["deduplicated"], "filtered": counts["filtered"]}
@@ -230,9 +256,11 @@ class _Run:
             raise MlprepError(f"internal error: row accounting does not balance: {rows}")
         return rows
 
-    def check_thresholds(self, rows: dict[str, int]) -> None:
+    def check_thresholds(self, rel: Relation) -> None:
         th = self.job.thresholds
-        q, n = rows["quarantined"], rows["read"]
+        src = self.sources.get(rel.origin) or {"read": self.ctx.derived_reads[rel.origin], "quarantined": 0}
+        c = self.ctx.counts.get(rel.origin, dict.fromkeys(transforms.CATEGORIES, 0))
+        q, n = src["quarantined"] + c["quarantined"], src["read"]
         if th.max_errors is not None and q > th.max_errors:
             raise ErrorThresholdExceeded(f"thresholds.max_errors: {q} records quarantined > {th.max_errors}")
         if th.max_error_rate is not None and n and q / n > th.max_error_rate:
@@ -251,26 +279,13 @@ class _Run:
         return {"passed": not failed, "rules": [o.to_dict() for o in outcomes],
                 "failed": [o.rule for o in outcomes if not o.passed]}
 
-    def write_output(self, table: str, rows: dict[str, int]) -> dict[str, Any]:
+    def publish(self, staged: Path, table: str, rows: dict[str, int]) -> dict[str, Any]:
         t = time.time()
         out = self.job.output
         append = self.bookmark_in is not None and any(s.bookmark for s in self.job.sources.values())
-        staged = self.table.staging(self.run_id)
-        # names derive from what was processed: a rerun of the same input writes the same names
-        ident_src = json.dumps({"config": self.job.model_dump(mode="json"), "files": self._inputs()},
-                               sort_keys=True, default=str)
-        tag = hashlib.sha256(ident_src.encode()).hexdigest()[:16]
-        opts = ["FORMAT parquet", f"COMPRESSION {out.compression if out.compression != 'none' else 'uncompressed'}",
-                f"FILENAME_PATTERN 'part-{tag}-{{i}}'"]
-        if out.partition_by:
-            opts.append(f"PARTITION_BY ({', '.join(ident(k) for k in out.partition_by)})")
-            opts.append("OVERWRITE_OR_IGNORE")
-        target = str(staged) if out.partition_by else str(staged / f"part-{tag}-0.parquet")
-        self.engine.run("SET preserve_insertion_order = true")
-        if rows["written"]:
-            self.engine.run(f"COPY (SELECT * EXCLUDE (_src, _pos) FROM {table}) TO {lit(target)} ({', '.join(opts)})")
         partitions = [dict(zip(out.partition_by, r, strict=True)) for r in self.engine.rows(
-            f"SELECT DISTINCT {', '.join(ident(k) for k in out.partition_by)} FROM {table} ORDER BY ALL")] if out.partition_by else []
+            f"SELECT DISTINCT {', '.join(ident(k) for k in out.partition_by)} FROM {table} ORDER BY ALL")
+        ] if out.partition_by else []
         manifest = {"job": self.job.name, "run_id": self.run_id, "mode": "append" if append else "overwrite",
                     "rows_written": rows["written"], "partitions": partitions,
                     "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
@@ -359,15 +374,18 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
         if nothing_new:
             raise _NothingNew
         final = run.transform()
-        out_table = run.finalize(final)
-        rows = run.accounting(final)
-        s["rows"] = rows
         s["primary_source"] = final.origin
-        run.check_thresholds(rows)
-        s["quality"] = run.check_quality(out_table)
-        if not s["quality"]["passed"]:
-            raise DataQualityError("data-quality rules failed: " + "; ".join(s["quality"]["failed"]))
-        output = run.write_output(out_table, rows)
+        run.check_thresholds(final)
+        staged, out_table = run.stage(final)
+        try:
+            rows = s["rows"] = run.accounting(final, run.engine.one(f"SELECT count(*) FROM {out_table}"))
+            s["quality"] = run.check_quality(out_table)
+            if not s["quality"]["passed"]:
+                raise DataQualityError("data-quality rules failed: " + "; ".join(s["quality"]["failed"]))
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        output = run.publish(staged, out_table, rows)
         s["output"] = output
         s["status"] = "succeeded"
     except _NothingNew:
@@ -394,7 +412,7 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
         try:
             s["quarantine"] = run.write_quarantine()
             if out_table is not None and s["status"] != "failed":
-                s["catalog"] = run.record_catalog(out_table, output)
+                s["catalog"] = run.record_catalog("_out", output)
         except Exception as e2:  # never hide the first error behind a second one
             if error is None:
                 error = e2
