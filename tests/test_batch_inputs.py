@@ -209,7 +209,7 @@ def test_windows_in_derive_see_only_rows_that_survived_earlier_steps(tmp_path):
     steps = [{"filter": {"input": "r", "where": "v > 0"}},
              {"derive": {"input": "r", "columns": {"n": "count(*) OVER ()", "mean_g": "avg(v) over (partition by g)",
                                                    "rank": "row_number() OVER (ORDER BY v DESC)"}}}]
-    r, out, q = _run(_job(tmp_path, steps))
+    r, out, _q = _run(_job(tmp_path, steps))
     assert r.rows["filtered"] == 2
     got = out.sort_values("v")[["g", "v", "n", "mean_g", "rank"]].values.tolist()
     assert got == [["a", 1, 3, 2.0, 3], ["a", 3, 3, 2.0, 2], ["b", 10, 3, 10.0, 1]]

@@ -215,13 +215,65 @@ def evaluate(engine: Engine, table: str, rules: list[Rule], severity: str,
     CustomSql's ``primary`` is ``table``)."""
     cols = {r[0] for r in engine.rows(f"DESCRIBE {table}")}
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    out = []
-    for r in rules:
+    # rules that are one aggregate each are computed together, in one scan of the table
+    exprs = {i: _aggregate(r, now) for i, r in enumerate(rules)
+             if r.type in _AGGREGATE and (not r.args or r.args[0] in cols)}
+    values: dict[int, Any] = {}
+    if exprs:
         try:
-            out.append(_eval(engine, table, cols, r, severity, relations, now))
+            row = engine.rows("SELECT " + ", ".join(exprs.values()) + f" FROM {table}")[0]
+            values = dict(zip(exprs, row, strict=True))
+        except Exception:
+            values = {}  # one bad expression: evaluate them one by one for precise messages
+    out = []
+    for i, r in enumerate(rules):
+        try:
+            if i in values:
+                out.append(_judge(r, values[i], severity))
+            else:
+                out.append(_eval(engine, table, cols, r, severity, relations, now))
         except Exception as e:  # a rule that cannot run fails, with the reason
             out.append(Outcome(r.text, r.type, False, None, f"could not evaluate: {str(e).splitlines()[0]}", severity))
     return out
+
+
+_AGGREGATE = {"RowCount", "IsComplete", "Completeness", "IsUnique", "Uniqueness", "DistinctValuesCount",
+              "Mean", "Sum", "StandardDeviation", "ColumnValues", "ColumnLength", "DataFreshness"}
+
+
+def _aggregate(r: Rule, now: dt.datetime) -> str:
+    """The single SQL aggregate whose value the rule judges."""
+    c = ident(r.args[0]) if r.args else ""
+    if r.type == "RowCount":
+        return "count(*)"
+    if r.type in ("IsComplete", "Completeness"):
+        return f"coalesce(count({c}) / nullif(count(*), 0), 1.0)"
+    if r.type in ("IsUnique", "Uniqueness"):
+        return f"coalesce(count(DISTINCT {c}) / nullif(count({c}), 0), 1.0)"
+    if r.type in ("DistinctValuesCount", "Mean", "Sum", "StandardDeviation"):
+        return {"DistinctValuesCount": f"count(DISTINCT {c})", "Mean": f"avg({c})::DOUBLE",
+                "Sum": f"sum({c})::DOUBLE", "StandardDeviation": f"stddev_samp({c})::DOUBLE"}[r.type]
+    if r.type == "ColumnLength":
+        expr = f"length({c}::VARCHAR)"
+    elif r.type == "DataFreshness":  # age in hours
+        expr = f"(epoch({lit(now.isoformat(sep=' '))}::TIMESTAMP) - epoch({c}::TIMESTAMP)) / 3600.0"
+    else:
+        expr = c
+    return f"coalesce(avg(CASE WHEN {r.constraint.sql(expr)} THEN 1.0 ELSE 0.0 END), 1.0)"
+
+
+def _judge(r: Rule, v: Any, severity: str) -> Outcome:
+    if isinstance(v, float):
+        v = round(v, 6)
+    if r.type in ("IsComplete", "IsUnique"):
+        passed = v == 1.0
+    elif r.type in ("ColumnValues", "ColumnLength", "DataFreshness"):
+        passed = r.threshold.check(v) if r.threshold else v == 1.0
+        if not passed:
+            return Outcome(r.text, r.type, False, v, f"{v:.4%} of rows pass {r.constraint.text()}", severity)
+    else:
+        passed = r.constraint.check(v)
+    return Outcome(r.text, r.type, bool(passed), v, "passed" if passed else f"metric {v} fails", severity)
 
 
 def _eval(engine: Engine, table: str, cols: set[str], r: Rule, severity: str,
@@ -236,33 +288,10 @@ def _eval(engine: Engine, table: str, cols: set[str], r: Rule, severity: str,
         return done(None, False, f"column {col!r} does not exist")
     c = ident(col) if col else ""
     t = table
-    if r.type == "RowCount":
-        n = engine.one(f"SELECT count(*) FROM {t}")
-        return done(n, r.constraint.check(n))
     if r.type == "ColumnExists":
         return done(None, col in cols, "" if col in cols else f"column {col!r} does not exist")
-    if r.type in ("IsComplete", "Completeness"):
-        v = engine.one(f"SELECT coalesce(count({c}) / nullif(count(*), 0), 1.0) FROM {t}")
-        return done(v, v == 1.0 if r.type == "IsComplete" else r.constraint.check(v))
-    if r.type in ("IsUnique", "Uniqueness"):
-        v = engine.one(f"SELECT coalesce(count(DISTINCT {c}) / nullif(count({c}), 0), 1.0) FROM {t}")
-        return done(v, v == 1.0 if r.type == "IsUnique" else r.constraint.check(v))
-    if r.type in ("DistinctValuesCount", "Mean", "Sum", "StandardDeviation"):
-        agg = {"DistinctValuesCount": f"count(DISTINCT {c})", "Mean": f"avg({c})",
-               "Sum": f"sum({c})", "StandardDeviation": f"stddev_samp({c})"}[r.type]
-        v = engine.one(f"SELECT {agg} FROM {t}")
-        v = float(v) if v is not None and r.type != "DistinctValuesCount" else v
-        return done(v, r.constraint.check(v))
-    if r.type in ("ColumnValues", "ColumnLength", "DataFreshness"):
-        if r.type == "ColumnLength":
-            expr = f"length({c}::VARCHAR)"
-        elif r.type == "DataFreshness":  # age in hours
-            expr = f"(epoch({lit(now.isoformat(sep=' '))}::TIMESTAMP) - epoch({c}::TIMESTAMP)) / 3600.0"
-        else:
-            expr = c
-        v = engine.one(f"SELECT coalesce(avg(CASE WHEN {r.constraint.sql(expr)} THEN 1.0 ELSE 0.0 END), 1.0) FROM {t}")
-        passed = r.threshold.check(v) if r.threshold else v == 1.0
-        return done(v, passed, "" if passed else f"{v:.4%} of rows pass {r.constraint.text()}")
+    if r.type in _AGGREGATE:
+        return _judge(r, engine.one(f"SELECT {_aggregate(r, now)} FROM {t}"), severity)
     if r.type == "ReferentialIntegrity":
         ref_rel, _, ref_col = r.args[1].partition(".")
         if ref_rel not in relations:
