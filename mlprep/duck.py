@@ -33,7 +33,8 @@ class Engine:
 
     def __init__(self, threads: int | None = None, memory_limit: str | None = None,
                  temp_dir: str | None = None):
-        config = {"threads": threads or os.cpu_count() or 1}
+        # insertion order is relied on: a fresh table's rowid is its source line index
+        config: dict[str, Any] = {"threads": threads or os.cpu_count() or 1, "preserve_insertion_order": True}
         if memory_limit:
             config["memory_limit"] = memory_limit
         self.con = duckdb.connect(config=config)

@@ -213,3 +213,21 @@ def test_windows_in_derive_see_only_rows_that_survived_earlier_steps(tmp_path):
     assert r.rows["filtered"] == 2
     got = out.sort_values("v")[["g", "v", "n", "mean_g", "rank"]].values.tolist()
     assert got == [["a", 1, 3, 2.0, 3], ["a", 3, 3, 2.0, 2], ["b", 10, 3, 10.0, 1]]
+
+
+def test_fast_line_reader_keeps_exact_line_numbers(tmp_path):
+    """Blank lines, white space and CRLF endings do not shift positions (no reader rejects here,
+    so DuckDB's parallel reader handles the file)."""
+    lines = ['{"id": 1, "v": "1"}', "", '{"id": 2, "v": "x"}\r', "   ", '{"id": 3, "v": "3"}\r', "",
+             "\t", '{"id": 4, "v": "y"}', '{"id": 5 "v": 5}']
+    body = "\n".join(lines * 3000)  # 27,000 lines: several reader buffers
+    _write(tmp_path, "a.jsonl", body)  # CRLF inside: the exact splitter takes it
+    _write(tmp_path, "b.jsonl", body.replace("\r", ""))  # DuckDB's parallel reader takes it
+    r, out, q = _run(_job(tmp_path, [{"resolve_choice": {"input": "r", "specs": {"v": "cast:long"}}}]))
+    assert r.rows == {"read": 30_000, "written": 12_000, "quarantined": 18_000, "deduplicated": 0, "filtered": 0}
+    for name in ("a.jsonl", "b.jsonl"):
+        qf = q[q["source"].str.endswith(name)].sort_values("position_number")
+        assert qf["position_number"].head(3).tolist() == [3, 8, 9]
+        assert qf["position_number"].tail(3).tolist() == [9 * 2999 + 3, 9 * 2999 + 8, 9 * 3000]
+        assert qf["reason"].head(2).tolist() == ["v: cannot cast x to long", "v: cannot cast y to long"]
+        assert qf["reason"].iloc[2] == "malformed JSON: Expecting ',' delimiter: line 1 column 10 (char 9)"

@@ -126,7 +126,7 @@ def _lines_fast(engine: Engine, file_id: int, url: str, max_record_bytes: int) -
     engine.run("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans")
     try:
         engine.run(
-            f"CREATE TABLE {t} AS SELECT {file_id}::INTEGER AS _src, row_number() OVER () AS _pos, txt"
+            f"CREATE TABLE {t} AS SELECT txt"
             f" FROM read_csv({lit(url)}, columns = {{'txt': 'VARCHAR'}}, delim = '\x01', quote = '',"
             " escape = '', header = false, auto_detect = false, new_line = '\\n', store_rejects = true,"
             f" max_line_size = {max_record_bytes + 1}, buffer_size = {max(32 << 20, 4 * (max_record_bytes + 1))})"
@@ -138,6 +138,8 @@ def _lines_fast(engine: Engine, file_id: int, url: str, max_record_bytes: int) -
     if engine.one("SELECT count(*) FROM reject_errors"):
         engine.run(f"DROP TABLE {t}")
         return None
+    # insertion order is preserved (DuckDB's default), so a fresh table's rowid is the line index
+    engine.run(f"CREATE VIEW {t}_v AS SELECT {file_id}::INTEGER AS _src, rowid + 1 AS _pos, txt FROM {t}")
     return t
 
 
@@ -153,7 +155,7 @@ def _lines_exact(engine: Engine, file_id: int, url: str, max_record_bytes: int,
         # decode() fails on invalid UTF-8; try() turns that into NULL, kept for quarantine
         engine.run(
             f"INSERT INTO {t} SELECT {file_id}, line_no, CASE WHEN try(decode(raw)) IS NULL THEN raw END,"
-            " try(decode(raw)) FROM _lines"
+            " rtrim(try(decode(raw)), chr(10)) FROM _lines"
         )
         engine.con.unregister("_lines")
         if progress:
@@ -214,13 +216,14 @@ def load_jsonl(
             continue
         t = _lines_fast(engine, file_id, info.url, max_record_bytes)
         if t is not None:
+            parts.append((t, f"{t}_v"))
             if progress:
                 progress(info.size)
         else:
             t, rejected = _lines_exact(engine, file_id, info.url, max_record_bytes, progress)
+            parts.append((t, t))
             stats.read += rejected
             stats.quarantined += rejected
-        parts.append(t)
     if not parts:
         engine.run(f"CREATE TABLE {table} (_src INTEGER, _pos BIGINT)")
         return stats
@@ -228,7 +231,7 @@ def load_jsonl(
     engine.run(f"CREATE VIEW {lines} AS " + " UNION ALL ".join(
         # blank lines are not records; trim only lines that start with white space (cheap)
         f"SELECT _src, _pos, txt FROM {p} WHERE txt IS NOT NULL"
-        f" AND (txt[1] NOT IN (' ', '\t', '\r') OR trim(txt, ' \t\r') <> '')" for p in parts))
+        f" AND (txt[1] NOT IN (' ', '\t', '\r') OR trim(txt, ' \t\r') <> '')" for _, p in parts))
 
     # structure: a sample, widened by every record with a key or shape the sample did not have
     good = f"SELECT txt FROM {lines} WHERE json_valid(txt) AND json_type(txt) = 'OBJECT'"
@@ -271,8 +274,8 @@ def load_jsonl(
         rows.append((s, p, f"line {p}", reason, t.rstrip("\r\n")))
     _quarantine_rows(engine, rows)
     stats.quarantined += len(rows)
-    for p in parts:
-        engine.run(f"DROP TABLE {p} CASCADE")
+    for t, _ in parts:
+        engine.run(f"DROP TABLE {t} CASCADE")
     leaf_struct = _leafify(struct)
     if not leaf_struct:
         engine.run(f"CREATE TABLE {table} AS SELECT _src, _pos FROM {parsed} WHERE FALSE")
