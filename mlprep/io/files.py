@@ -194,15 +194,28 @@ def _key_checks(struct: dict, text: str = "txt") -> str:
     return " OR ".join(conds) if conds else "FALSE"
 
 
+def _canonical(struct: dict, expr: str) -> str:
+    """SQL: the parsed object ``expr`` written back as minified JSON with exactly the
+    structure's keys, in order (cheaper than to_json: string concatenation only)."""
+    parts: list[str] = []
+    for i, (k, v) in enumerate(struct.items()):
+        sub = f"{expr}.{ident(k)}"
+        parts.append(lit(("{" if i == 0 else ",") + json.dumps(k) + ":"))
+        parts.append(_canonical(v, sub) if isinstance(v, dict) else f"coalesce({sub}::VARCHAR, 'null')")
+    body = f"concat({', '.join(parts)}, '}}')" if parts else "'{}'"
+    return f"CASE WHEN {expr} IS NULL THEN 'null' ELSE {body} END"
+
+
 def _parse_sql(struct: dict, lines: str) -> str:
     """One pass: each line to a struct of JSON leaves (``j``), and ``_x``, true for a line with
     keys or a shape the structure does not cover. The key check is cheap for machine-written
     lines: when the struct written back as JSON is the line itself, the line has exactly the
-    structure's keys; only other lines pay for listing their keys."""
-    shape = json.dumps(_leafify(struct))
+    structure's keys; only other lines pay for listing their keys (measured at 5M lines:
+    +0.3 s, against +1.1 s for to_json and +2.2 s for json_keys on every line)."""
+    leaf = _leafify(struct)
     # an object starts with '{' (after any white space): from_json would also take arrays
-    j = f"CASE WHEN txt[1] = '{{' OR ltrim(txt)[1] = '{{' THEN try(from_json(txt, {lit(shape)})) END"
-    x = (f"CASE WHEN j IS NULL OR to_json(j)::VARCHAR = txt THEN FALSE"
+    j = f"CASE WHEN txt[1] = '{{' OR ltrim(txt)[1] = '{{' THEN try(from_json(txt, {lit(json.dumps(leaf))})) END"
+    x = (f"CASE WHEN j IS NULL OR {_canonical(leaf, 'j')} = txt THEN FALSE"
          f" ELSE coalesce(try({_key_checks(struct)}), FALSE) END")
     return f"SELECT _src, _pos, j, {x} AS _x FROM (SELECT _src, _pos, txt, {j} AS j FROM {lines})"
 
