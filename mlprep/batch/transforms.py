@@ -158,7 +158,7 @@ def relationalize(ctx: Context, rel: Relation, step: Relationalize, out_name: st
         if typ.startswith("STRUCT("):
             for sub, subtype in _struct_fields(e, expr, rel.table):
                 flat(f"{expr}.{ident(sub)}", f"{name}{sep}{sub}", subtype)
-        elif typ.endswith("[]") or (typ == "JSON" and _all_arrays(e, rel.table, expr)):
+        elif typ.endswith("[]"):  # JSON sources load arrays as JSON[] (a scan here cost ~1 s at 5M)
             arrays.append((name, expr))
             sel.append(f"CASE WHEN {expr} IS NULL THEN NULL ELSE (_src::BIGINT << 40) | _pos END AS {ident(name)}")
         else:
@@ -172,7 +172,7 @@ def relationalize(ctx: Context, rel: Relation, step: Relationalize, out_name: st
     for name, expr in arrays:
         child = f"{out_name}{sep}{name}"
         t = e.fresh("c")
-        elems = f"CAST({expr} AS JSON[])" if _type_of(e, rel.table, expr) == "JSON" else expr
+        elems = expr
         e.run(
             f"CREATE TABLE {t} AS SELECT _src, _pos, (_src::BIGINT << 40) | _pos AS id,"
             f" u.i - 1 AS {ident('index')}, u.v AS val FROM {rel.table},"
@@ -206,13 +206,6 @@ def _struct_fields(e: Engine, expr: str, table: str) -> list[tuple[str, str]]:
 
 def _type_of(e: Engine, table: str, expr: str) -> str:
     return e.one(f"SELECT typeof({expr}) FROM {table} LIMIT 1") or ""
-
-
-def _all_arrays(e: Engine, table: str, expr: str) -> bool:
-    n, arr = e.rows(
-        f"SELECT count({expr}), count(*) FILTER (WHERE json_type({expr}) = 'ARRAY') FROM {table}"
-    )[0]
-    return n > 0 and n == arr
 
 
 _JSON_FAMILY = (
@@ -345,19 +338,25 @@ def filter_rows(ctx: Context, rel: Relation, step: Filter, stage: str) -> Relati
 
 
 def dedupe(ctx: Context, rel: Relation, step: Dedupe, stage: str) -> Relation:
+    """Keep one row per key: the first (or last) by ``order_by``, then source order. Rows with
+    a NULL key are never duplicates of each other."""
     types = dict(data_columns(ctx.engine, rel.table))
     for k in step.keys:
         if k not in types:
             raise StepError(f"{stage}: key column {k!r} not found (columns: {', '.join(types)})")
+    # rank a narrow projection (keys, order, lineage) of the live rows, then mark the losers by a
+    # join on lineage: measured 3x cheaper at 5M rows than a window carrying every column
+    rel = materialize(ctx, rel)
     desc = " DESC" if step.keep == "last" else ""
     order = [f"{o}{desc}" for o in step.order_by] + [f"_src{desc}", f"_pos{desc}"]
     keys = ", ".join(ident(k) for k in step.keys)
-    any_null = " OR ".join(f"{ident(k)} IS NULL" for k in step.keys)
-    # live rows are ranked among themselves; rows with a NULL key are never duplicates
-    reason = (f"CASE WHEN _reason IS NOT NULL OR {any_null} THEN NULL"
-              f" WHEN row_number() OVER (PARTITION BY _reason IS NULL, {keys} ORDER BY {', '.join(order)}) > 1"
-              f" THEN {lit('duplicate of ' + ', '.join(step.keys))} END")
-    return _view(ctx, rel, _all_cols(ctx.engine, rel), reason, "deduplicated", stage)
+    not_null = " AND ".join(f"{ident(k)} IS NOT NULL" for k in step.keys)
+    dups = (f"SELECT _src, _pos, TRUE AS _dup FROM (SELECT _src, _pos, row_number() OVER"
+            f" (PARTITION BY {keys} ORDER BY {', '.join(order)}) AS _n FROM {rel.table} WHERE {not_null})"
+            " WHERE _n > 1")
+    src = f"(SELECT r.*, d._dup FROM {rel.table} r LEFT JOIN ({dups}) d USING (_src, _pos))"
+    reason = f"CASE WHEN _dup THEN {lit('duplicate of ' + ', '.join(step.keys))} END"
+    return _view(ctx, rel, _all_cols(ctx.engine, rel), reason, "deduplicated", stage, source_sql=src)
 
 
 def join(ctx: Context, left: Relation, right: Relation, step: Join, stage: str) -> Relation:

@@ -319,7 +319,9 @@ def load_jsonl(
         t, c = leaf_type[p], col(p)
         if t == "VARCHAR":
             return f"({c} ->> '$')"
-        if t in ("OBJECT", "ARRAY", "JSON"):
+        if t == "ARRAY":  # a list of JSON values: relationalize makes it a child table
+            return f"CAST({c} AS JSON[])"
+        if t in ("OBJECT", "JSON"):
             return c
         return f"CAST({c} AS {t})"
 
