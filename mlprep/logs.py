@@ -12,7 +12,7 @@ import re
 import sys
 
 _STD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-_SECRET = re.compile(r"(password|passwd|secret|token|access_key|session_key|api_key)", re.I)
+SECRET = re.compile(r"(password|passwd|secret|token|access_key|session_key|api_key)", re.I)
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,7 +21,7 @@ class JsonFormatter(logging.Formatter):
                "logger": record.name, "msg": record.getMessage()}
         for k, v in vars(record).items():
             if k not in _STD and not k.startswith("_"):
-                out[k] = "***" if _SECRET.search(k) else v
+                out[k] = "***" if SECRET.search(k) else v
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
@@ -30,7 +30,7 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extra = {k: v for k, v in vars(record).items() if k not in _STD and not k.startswith("_")}
-        tail = " ".join(f"{k}={'***' if _SECRET.search(k) else v}" for k, v in extra.items())
+        tail = " ".join(f"{k}={'***' if SECRET.search(k) else v}" for k, v in extra.items())
         return f"{record.levelname.lower()} {record.name}: {record.getMessage()}" + (f" {tail}" if tail else "")
 
 

@@ -35,6 +35,7 @@ from mlprep.batch.publish import (
     write_json_atomic,
 )
 from mlprep.batch.transforms import Context, Relation
+from mlprep import logs
 from mlprep.duck import Engine, ident, lit
 from mlprep.errors import DataQualityError, ErrorThresholdExceeded, MlprepError
 from mlprep.io import files as file_io
@@ -103,7 +104,8 @@ class _Run:
         self.summary: dict[str, Any] = {
             "job": job.name, "run_id": self.run_id, "status": "running",
             "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "parameters": values,
+            "parameters": {k: "***" if logs.SECRET.search(k) else
+                           (sql_io.redact(v) if isinstance(v, str) else v) for k, v in values.items()},
         }
 
     def _tick(self, name: str, t: float) -> None:
@@ -368,24 +370,37 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
     error: BaseException | None = None
     out_table = None
     output = None
+    stages = tqdm(total=5, desc=f"{job.name}: extract", unit="stage", disable=not progress, leave=False)
+
+    def next_stage(name: str) -> None:
+        stages.update(1)
+        stages.set_description(f"{job.name}: {name}")
+
+    if progress:  # DuckDB's own bar for long statements (terminal only)
+        run.engine.run("SET enable_progress_bar = true")
     try:
         run.extract()
         nothing_new = run.bookmark_in is not None and run.sources[job.primary_source()]["read"] == 0
         if nothing_new:
             raise _NothingNew
+        next_stage("transform")
         final = run.transform()
         s["primary_source"] = final.origin
         run.check_thresholds(final)
+        next_stage("write")
         staged, out_table = run.stage(final)
         try:
             rows = s["rows"] = run.accounting(final, run.engine.one(f"SELECT count(*) FROM {out_table}"))
+            next_stage("quality")
             s["quality"] = run.check_quality(out_table)
             if not s["quality"]["passed"]:
                 raise DataQualityError("data-quality rules failed: " + "; ".join(s["quality"]["failed"]))
         except BaseException:
             shutil.rmtree(staged, ignore_errors=True)
             raise
+        next_stage("publish")
         output = run.publish(staged, out_table, rows)
+        next_stage("done")
         s["output"] = output
         s["status"] = "succeeded"
     except _NothingNew:
@@ -418,6 +433,7 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
                 error = e2
                 s["status"] = "failed"
                 s["error"] = f"{type(e2).__name__}: {e2}"
+        stages.close()
         s["timings"] = run.timings
         s["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         s["seconds"] = round(time.time() - run.t0, 3)
