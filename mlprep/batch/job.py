@@ -376,8 +376,11 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
         stages.update(1)
         stages.set_description(f"{job.name}: {name}")
 
-    if progress:  # DuckDB's own bar for long statements (terminal only)
-        run.engine.run("SET enable_progress_bar = true")
+    if progress:  # DuckDB's own bar for long statements; in Jupyter it needs ipywidgets
+        try:
+            run.engine.run("SET enable_progress_bar = true")
+        except Exception as e:
+            log.debug("no DuckDB progress bar: %s", e)
     try:
         run.extract()
         nothing_new = run.bookmark_in is not None and run.sources[job.primary_source()]["read"] == 0
