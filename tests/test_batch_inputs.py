@@ -231,3 +231,25 @@ def test_fast_line_reader_keeps_exact_line_numbers(tmp_path):
         assert qf["position_number"].tail(3).tolist() == [9 * 2999 + 3, 9 * 2999 + 8, 9 * 3000]
         assert qf["reason"].head(2).tolist() == ["v: cannot cast x to long", "v: cannot cast y to long"]
         assert qf["reason"].iloc[2] == "malformed JSON: Expecting ',' delimiter: line 1 column 10 (char 9)"
+
+
+def test_catalog_records_schema_versions_and_drift(tmp_path):
+    _write(tmp_path, "a.jsonl", '{"id": 1, "v": 1.5}\n')
+    cfg = _job(tmp_path, [])
+    r1, _, _ = _run(cfg)
+    assert r1.summary["catalog"]["drift"] == {}
+    _write(tmp_path, "b.jsonl", '{"id": 2, "v": 2.5, "promo": "spring"}\n')  # a new column: appended
+    r2, out, _ = _run(cfg)
+    assert r2.summary["catalog"]["drift"]["source:r"] == {"added": {"promo": "VARCHAR"}, "removed": {}, "retyped": {}}
+    assert out.sort_values("id")["promo"].isna().tolist() == [True, False] and (out["promo"] == "spring").sum() == 1
+    _write(tmp_path, "c.jsonl", '{"id": "x3"}\n')  # id retyped and v gone: refused, table unchanged
+    with pytest.raises(MlprepError, match=r"id BIGINT -> VARCHAR.*reset the bookmark") as ei:
+        run_job(cfg)
+    assert len(read_output(cfg["output"]["path"])) == 2
+    from mlprep.batch.catalog import current
+
+    s = json.load(open(ei.value.summary_path))
+    entry = current(r2.summary["catalog"]["path"], "source.r")
+    assert [v["schema"] for v in entry["versions"]] == [{"id": "BIGINT", "v": "DOUBLE"},
+                                                        {"id": "BIGINT", "v": "DOUBLE", "promo": "VARCHAR"}]
+    assert s["status"] == "failed"

@@ -220,6 +220,7 @@ class _Run:
         extra = "".join(f", coalesce(({expr})::VARCHAR, {lit(null)}) AS {ident(k)}" for k, expr in parts.items())
         marks = ", ".join(transforms.MARKS)
         self.engine.run(f"CREATE VIEW _out AS SELECT * EXCLUDE ({marks}, _src, _pos) {extra} FROM {rel.table}")
+        self.check_append_schema()
         staged = self.table.staging(self.run_id)
         # names derive from what was processed: a rerun of the same input writes the same names
         ident_src = json.dumps({"config": self.job.model_dump(mode="json"), "files": self._inputs()},
@@ -246,6 +247,21 @@ class _Run:
                                   " require the columns it uses first")
         self._tick("write", t)
         return staged, "_staged"
+
+    def appending(self) -> bool:
+        return self.bookmark_in is not None and any(s.bookmark for s in self.job.sources.values())
+
+    def check_append_schema(self) -> None:
+        """Appending must not leave files of two schemas in one table: a column may be added,
+        never removed or retyped (rebuild with `mlprep batch bookmark reset` instead)."""
+        published = (self.table.read_meta("manifest.json") or {}).get("schema")
+        if not self.appending() or not published:
+            return
+        d = catalog.drift(published, dict(transforms.data_columns(self.engine, "_out")))
+        if d["removed"] or d["retyped"]:
+            what = [f"{c} removed" for c in d["removed"]] + [f"{c} {a} -> {b}" for c, (a, b) in d["retyped"].items()]
+            raise MlprepError(f"output.path: appending would change the published schema ({'; '.join(what)});"
+                              " reset the bookmark to rebuild the table with the new schema")
 
     def accounting(self, rel: Relation, written: int) -> dict[str, int]:
         origin = rel.origin
@@ -284,12 +300,13 @@ class _Run:
     def publish(self, staged: Path, table: str, rows: dict[str, int]) -> dict[str, Any]:
         t = time.time()
         out = self.job.output
-        append = self.bookmark_in is not None and any(s.bookmark for s in self.job.sources.values())
+        append = self.appending()
         partitions = [dict(zip(out.partition_by, r, strict=True)) for r in self.engine.rows(
             f"SELECT DISTINCT {', '.join(ident(k) for k in out.partition_by)} FROM {table} ORDER BY ALL")
         ] if out.partition_by else []
         manifest = {"job": self.job.name, "run_id": self.run_id, "mode": "append" if append else "overwrite",
                     "rows_written": rows["written"], "partitions": partitions,
+                    "schema": dict(transforms.data_columns(self.engine, "_out")),
                     "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         fault("publish:staged")
         version = self.table.publish(staged, append, {"manifest.json": manifest,
@@ -494,9 +511,15 @@ def read_output(path: str) -> Any:
     """The published table as a pandas DataFrame (resolving S3's version pointer)."""
     import pyarrow.dataset as ds
 
+    import pyarrow as pa
+
     loc = table_location(path)
     fs, p = filesystem(loc)
-    return ds.dataset(p, filesystem=fs, format="parquet", partitioning="hive").to_table().to_pandas()
+    d = ds.dataset(p, filesystem=fs, format="parquet", partitioning="hive")
+    # appended runs may have added columns: read every file with the union of their schemas
+    schema = pa.unify_schemas([f.physical_schema for f in d.get_fragments()] + [d.schema],
+                              promote_options="permissive")
+    return ds.dataset(p, filesystem=fs, format="parquet", partitioning="hive", schema=schema).to_table().to_pandas()
 
 
 __all__ = ["LocalTable", "RunResult", "S3Table", "bookmark_set", "bookmark_show", "read_output", "run_job"]

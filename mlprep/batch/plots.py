@@ -50,7 +50,7 @@ def amount_distribution(df: pd.DataFrame, column: str = "amount", ax: plt.Axes |
 def quality_outcomes(quality: dict[str, Any], ax: plt.Axes | None = None) -> plt.Axes:
     """One row per rule: green passed, red failed (error), orange failed (warn)."""
     rules = quality.get("rules", [])
-    ax = ax or plt.subplots(figsize=(7, 0.35 * max(len(rules), 2) + 0.8))[1]
+    ax = ax or plt.subplots(figsize=(10, 0.35 * max(len(rules), 2) + 0.8))[1]
     colors = ["#2a7" if r["passed"] else ("#d62" if r["severity"] == "error" else "#e90") for r in rules]
     y = np.arange(len(rules))[::-1]
     ax.barh(y, [1] * len(rules), color=colors)
