@@ -223,7 +223,7 @@ def test_fast_line_reader_keeps_exact_line_numbers(tmp_path):
     body = "\n".join(lines * 3000)  # 27,000 lines: several reader buffers
     _write(tmp_path, "a.jsonl", body)  # CRLF inside: the exact splitter takes it
     _write(tmp_path, "b.jsonl", body.replace("\r", ""))  # DuckDB's parallel reader takes it
-    r, out, q = _run(_job(tmp_path, [{"resolve_choice": {"input": "r", "specs": {"v": "cast:long"}}}]))
+    r, _out, q = _run(_job(tmp_path, [{"resolve_choice": {"input": "r", "specs": {"v": "cast:long"}}}]))
     assert r.rows == {"read": 30_000, "written": 12_000, "quarantined": 18_000, "deduplicated": 0, "filtered": 0}
     for name in ("a.jsonl", "b.jsonl"):
         qf = q[q["source"].str.endswith(name)].sort_values("position_number")

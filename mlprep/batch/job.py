@@ -24,6 +24,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from mlprep import logs
 from mlprep.batch import bookmarks, catalog, quality, transforms
 from mlprep.batch.config import JobConfig, Source, load_job
 from mlprep.batch.publish import (
@@ -35,7 +36,6 @@ from mlprep.batch.publish import (
     write_json_atomic,
 )
 from mlprep.batch.transforms import Context, Relation
-from mlprep import logs
 from mlprep.duck import Engine, ident, lit
 from mlprep.errors import DataQualityError, ErrorThresholdExceeded, MlprepError
 from mlprep.io import files as file_io
@@ -509,9 +509,8 @@ def bookmark_set(config: str | Path, params: dict[str, Any] | None, source: str,
 
 def read_output(path: str) -> Any:
     """The published table as a pandas DataFrame (resolving S3's version pointer)."""
-    import pyarrow.dataset as ds
-
     import pyarrow as pa
+    import pyarrow.dataset as ds
 
     loc = table_location(path)
     fs, p = filesystem(loc)
