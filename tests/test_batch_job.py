@@ -209,3 +209,22 @@ def test_sigkill_mid_publish_leaves_published_data_unchanged(small_data, tmp_pat
     run_job(clean)
     pd.testing.assert_frame_equal(_norm(read_output(f"{out}/curated/transactions")),
                                   _norm(read_output(f"{clean_out}/curated/transactions")))
+
+
+def test_stage_thresholds_name_the_stage(small_data, tmp_path):
+    cfg = _job_dict(str(small_data.out_dir), str(tmp_path))
+    cfg["thresholds"] = {"max_errors": 1000, "stage": {"max_errors": 5}}
+    with pytest.raises(ErrorThresholdExceeded, match=r"thresholds\.stage \(steps\[1\]\.resolve_choice\)\.max_errors: \d+"):
+        run_job(cfg)
+
+
+def test_garbage_input_fails_right_after_reading(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "x.jsonl").write_text('{"id": 1}\n' + "not json\n" * 50)
+    cfg = {"name": "g", "sources": {"r": {"format": "jsonl", "path": str(d)}},
+           "steps": [{"derive": {"input": "r", "columns": {"boom": "error('steps must not run')"}}}],
+           "thresholds": {"stage": {"max_error_rate": 0.5}},
+           "output": {"input": "r", "path": str(tmp_path / "o" / "t"), "quarantine": str(tmp_path / "q")}}
+    with pytest.raises(ErrorThresholdExceeded, match=r"thresholds\.stage \(read\)\.max_error_rate: 50/51"):
+        run_job(cfg)

@@ -175,11 +175,19 @@ STEP_TYPES: dict[str, type[BaseModel]] = {
 }
 
 
+class StageThresholds(_Model):
+    max_errors: int | None = Field(None, ge=0)
+    max_error_rate: float | None = Field(None, ge=0, le=1)
+
+
 class Thresholds(_Model):
-    """Fail the job when more records are quarantined than this (Glue's error thresholds)."""
+    """Fail the job when more records are quarantined than this, in total or in any one stage
+    (reading, or a step), as Glue's total and stage error thresholds do. Rates are shares of
+    the records read. Checked after reading (fail fast on a garbage file) and after the steps."""
 
     max_errors: int | None = Field(None, ge=0)
     max_error_rate: float | None = Field(None, ge=0, le=1)
+    stage: StageThresholds = StageThresholds()
 
 
 class Quality(_Model):

@@ -274,16 +274,23 @@ class _Run:
             raise MlprepError(f"internal error: row accounting does not balance: {rows}")
         return rows
 
-    def check_thresholds(self, rel: Relation) -> None:
+    def check_thresholds(self, origin: str) -> None:
         th = self.job.thresholds
-        src = self.sources.get(rel.origin) or {"read": self.ctx.derived_reads[rel.origin], "quarantined": 0}
-        c = self.ctx.counts.get(rel.origin, dict.fromkeys(transforms.CATEGORIES, 0))
-        q, n = src["quarantined"] + c["quarantined"], src["read"]
-        if th.max_errors is not None and q > th.max_errors:
-            raise ErrorThresholdExceeded(f"thresholds.max_errors: {q} records quarantined > {th.max_errors}")
-        if th.max_error_rate is not None and n and q / n > th.max_error_rate:
-            raise ErrorThresholdExceeded(
-                f"thresholds.max_error_rate: {q}/{n} = {q / n:.4%} quarantined > {th.max_error_rate:.4%}")
+        src = self.sources.get(origin) or {"read": self.ctx.derived_reads[origin], "quarantined": 0}
+        c = self.ctx.counts.get(origin, dict.fromkeys(transforms.CATEGORIES, 0))
+        n = src["read"]
+        fid = "(SELECT id FROM _files WHERE source = ?)"
+        stages = dict(self.engine.rows(
+            f"SELECT stage, count(*) FROM _quarantine WHERE _src IN {fid} GROUP BY 1", [origin]))
+        checks = [("thresholds", "records quarantined", src["quarantined"] + c["quarantined"], th)]
+        checks += [(f"thresholds.stage ({stage})", f"records quarantined in {stage}", q, th.stage)
+                   for stage, q in sorted(stages.items())]
+        for where, what, q, limit in checks:
+            if limit.max_errors is not None and q > limit.max_errors:
+                raise ErrorThresholdExceeded(f"{where}.max_errors: {q} {what} > {limit.max_errors}")
+            if limit.max_error_rate is not None and n and q / n > limit.max_error_rate:
+                raise ErrorThresholdExceeded(
+                    f"{where}.max_error_rate: {q}/{n} = {q / n:.4%} {what} > {limit.max_error_rate:.4%}")
 
     def check_quality(self, table: str) -> dict[str, Any]:
         t = time.time()
@@ -403,10 +410,11 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
         nothing_new = run.bookmark_in is not None and run.sources[job.primary_source()]["read"] == 0
         if nothing_new:
             raise _NothingNew
+        run.check_thresholds(job.primary_source())  # read errors alone may already fail the job
         next_stage("transform")
         final = run.transform()
         s["primary_source"] = final.origin
-        run.check_thresholds(final)
+        run.check_thresholds(final.origin)
         next_stage("write")
         staged, out_table = run.stage(final)
         try:
