@@ -9,7 +9,6 @@ import os
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 
 def ident(name: str) -> str:
@@ -51,9 +50,6 @@ class Engine:
     def one(self, sql: str, params: list[Any] | None = None) -> Any:
         rows = self.rows(sql, params)
         return rows[0][0] if rows and len(rows[0]) == 1 else (rows[0] if rows else None)
-
-    def arrow(self, sql: str) -> pa.Table:
-        return self.con.sql(sql).to_arrow_table()
 
     def columns(self, table: str) -> list[tuple[str, str]]:
         """``[(name, duckdb_type), ...]`` of a table or view."""

@@ -253,3 +253,17 @@ def test_catalog_records_schema_versions_and_drift(tmp_path):
     assert [v["schema"] for v in entry["versions"]] == [{"id": "BIGINT", "v": "DOUBLE"},
                                                         {"id": "BIGINT", "v": "DOUBLE", "promo": "VARCHAR"}]
     assert s["status"] == "failed"
+
+
+def test_objects_without_keys_are_records_and_later_keys_are_found(tmp_path):
+    _write(tmp_path, "a.jsonl", "{}\n[]\n{ }\n")
+    with pytest.raises(MlprepError, match="has no columns to write") as ei:
+        run_job(_job(tmp_path, []))
+    s = json.load(open(ei.value.summary_path))
+    assert s["rows"]["read"] == 3 and s["rows"]["quarantined"] == 1 and s["rows"]["unpublished"] == 2
+    assert s["quarantine"]["by_reason"] == {"not a JSON object (list)": 1}
+    d = tmp_path / "b"
+    (d / "in").mkdir(parents=True)
+    (d / "in" / "b.jsonl").write_text("{}\n" * 30_000 + '{"late": 1}\n')
+    r, out, _q = _run(_job(d, []))
+    assert r.rows["written"] == 30_001 and out["late"].sum() == 1

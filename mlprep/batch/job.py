@@ -219,6 +219,8 @@ class _Run:
         null = "__MLPREP_NULL__"
         extra = "".join(f", coalesce(({expr})::VARCHAR, {lit(null)}) AS {ident(k)}" for k, expr in parts.items())
         marks = ", ".join(transforms.MARKS)
+        if not transforms.data_columns(self.engine, rel.table):
+            raise MlprepError(f"output.input: relation {out.input!r} has no columns to write")
         self.engine.run(f"CREATE VIEW _out AS SELECT * EXCLUDE ({marks}, _src, _pos) {extra} FROM {rel.table}")
         self.check_append_schema()
         staged = self.table.staging(self.run_id)
