@@ -44,8 +44,13 @@ class BatchResult:
     emit_lag_ms: list[float] = field(default_factory=list)  # processing delay of each firing
 
 
-def _value_columns(spec: FeatureSpec) -> list[str]:
-    return sorted({a.column for a in spec.aggregations if a.column and a.function != "count_distinct"})
+def _value_columns(spec: FeatureSpec) -> dict[str, set[str]]:
+    """Value columns and the functions asked of each (only their accumulators are kept)."""
+    out: dict[str, set[str]] = {}
+    for a in spec.aggregations:
+        if a.column and a.function not in ("count", "count_distinct"):
+            out.setdefault(a.column, set()).add(a.function)
+    return dict(sorted(out.items()))
 
 
 def _distinct_columns(spec: FeatureSpec) -> list[str]:
@@ -79,13 +84,24 @@ class _WindowState:
     # -- accumulate ----------------------------------------------------------------------------
     def _partial(self, rows: pl.DataFrame) -> pl.DataFrame:
         aggs: list[pl.Expr] = [pl.len().cast(pl.Int64).alias("_count")]
-        for c in self.values:
-            x = pl.col(c).cast(pl.Float64)
-            aggs += [x.count().cast(pl.Int64).alias(f"{c}__n"), x.sum().alias(f"{c}__sum"),
-                     x.mean().alias(f"{c}__mean"), (x.var(ddof=0) * x.count()).alias(f"{c}__m2"),
-                     x.min().alias(f"{c}__min"), x.max().alias(f"{c}__max")]
+        for c, fns in self.values.items():
+            numeric = fns & {"sum", "mean", "stddev", "min", "max"}
+            x = pl.col(c).cast(pl.Float64) if numeric else pl.col(c)
+            aggs.append(pl.col(c).count().cast(pl.Int64).alias(f"{c}__n"))
+            if fns & {"sum"}:
+                aggs.append(x.sum().alias(f"{c}__sum"))
+            if fns & {"mean", "stddev"}:
+                aggs.append(x.mean().alias(f"{c}__mean"))
+            if "stddev" in fns:
+                aggs.append((x.var(ddof=0) * x.count()).alias(f"{c}__m2"))
+            if "min" in fns:
+                aggs.append(x.min().alias(f"{c}__min"))
+            if "max" in fns:
+                aggs.append(x.max().alias(f"{c}__max"))
             nn = pl.col(c).is_not_null()
             for end, pick in (("first", "first"), ("last", "last")):
+                if end not in fns:
+                    continue
                 srt = [pl.col(T).filter(nn), pl.col(SEQ).filter(nn)]
                 aggs += [getattr(pl.col(c).filter(nn).sort_by(srt), pick)().alias(f"{c}__{end}"),
                          getattr(pl.col(T).filter(nn).sort_by(srt), pick)().alias(f"{c}__{end}_t"),
@@ -95,16 +111,26 @@ class _WindowState:
 
     def _merge(self, parts: pl.DataFrame) -> pl.DataFrame:
         aggs: list[pl.Expr] = [pl.col("_count").sum()]
-        for c in self.values:
-            n, mean = pl.col(f"{c}__n"), pl.col(f"{c}__mean").fill_nan(None).fill_null(0)
+        for c, fns in self.values.items():
+            n = pl.col(f"{c}__n")
             tot = n.sum()
-            grand = pl.when(tot > 0).then((n * mean).sum() / tot)  # Chan et al.'s parallel merge
-            aggs += [tot.alias(f"{c}__n"), pl.col(f"{c}__sum").sum(),
-                     grand.alias(f"{c}__mean"),
-                     (pl.col(f"{c}__m2").fill_nan(None).fill_null(0).sum()
-                      + (n * (mean - grand.fill_null(0)) ** 2).sum()).alias(f"{c}__m2"),
-                     pl.col(f"{c}__min").min(), pl.col(f"{c}__max").max()]
+            aggs.append(tot.alias(f"{c}__n"))
+            if "sum" in fns:
+                aggs.append(pl.col(f"{c}__sum").sum())
+            if fns & {"mean", "stddev"}:
+                mean = pl.col(f"{c}__mean").fill_nan(None).fill_null(0)
+                grand = pl.when(tot > 0).then((n * mean).sum() / tot)  # Chan et al.'s parallel merge
+                aggs.append(grand.alias(f"{c}__mean"))
+                if "stddev" in fns:
+                    aggs.append((pl.col(f"{c}__m2").fill_nan(None).fill_null(0).sum()
+                                 + (n * (mean - grand.fill_null(0)) ** 2).sum()).alias(f"{c}__m2"))
+            if "min" in fns:
+                aggs.append(pl.col(f"{c}__min").min())
+            if "max" in fns:
+                aggs.append(pl.col(f"{c}__max").max())
             for end in ("first", "last"):
+                if end not in fns:
+                    continue
                 srt = [pl.col(f"{c}__{end}_t"), pl.col(f"{c}__{end}_s")]
                 for suffix in ("", "_t", "_s"):
                     col = pl.col(f"{c}__{end}{suffix}")
