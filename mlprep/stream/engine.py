@@ -118,12 +118,13 @@ class _WindowState:
             if "sum" in fns:
                 aggs.append(pl.col(f"{c}__sum").sum())
             if fns & {"mean", "stddev"}:
+                # Chan et al.'s parallel merge, written with plain group sums (fast in polars):
+                # M2 = sum(M2_i) + sum(n_i * mean_i^2) - n * mean^2
                 mean = pl.col(f"{c}__mean").fill_nan(None).fill_null(0)
-                grand = pl.when(tot > 0).then((n * mean).sum() / tot)  # Chan et al.'s parallel merge
-                aggs.append(grand.alias(f"{c}__mean"))
+                aggs.append((n * mean).sum().alias(f"{c}__nm"))
                 if "stddev" in fns:
-                    aggs.append((pl.col(f"{c}__m2").fill_nan(None).fill_null(0).sum()
-                                 + (n * (mean - grand.fill_null(0)) ** 2).sum()).alias(f"{c}__m2"))
+                    aggs += [pl.col(f"{c}__m2").fill_nan(None).fill_null(0).sum().alias(f"{c}__m2"),
+                             (n * mean * mean).sum().alias(f"{c}__nmm")]
             if "min" in fns:
                 aggs.append(pl.col(f"{c}__min").min())
             if "max" in fns:
@@ -137,7 +138,19 @@ class _WindowState:
                     aggs.append(col.sort_by(srt, descending=end == "last", nulls_last=True).first()
                                 .alias(f"{c}__{end}{suffix}"))
         aggs += [pl.col("_dirty").any(), pl.col("_emitted").any()]
-        return parts.group_by([*self.keys, START]).agg(aggs)
+        out = parts.group_by([*self.keys, START]).agg(aggs)
+        fix = []
+        for c, fns in self.values.items():
+            if fns & {"mean", "stddev"}:
+                n = pl.col(f"{c}__n")
+                grand = pl.when(n > 0).then(pl.col(f"{c}__nm") / n)
+                fix.append(grand.alias(f"{c}__mean"))
+                if "stddev" in fns:
+                    m2 = pl.col(f"{c}__m2") + pl.col(f"{c}__nmm") - n * grand.fill_null(0) ** 2
+                    fix.append(pl.max_horizontal(m2, pl.lit(0.0)).alias(f"{c}__m2"))
+        if fix:
+            out = out.with_columns(fix).drop([c for c in out.columns if c.endswith(("__nm", "__nmm"))])
+        return out
 
     def add(self, rows: pl.DataFrame) -> None:
         if rows.is_empty():

@@ -1,0 +1,139 @@
+"""Feature stores for the stream's output.
+
+Offline: Parquet in the SageMaker Feature Store offline layout, one feature group per window
+definition (``<spec>_<window>``), partitioned by event time ``year=/month=/day=/hour=``, with
+``event_time`` (the window end: when the value becomes known), ``write_time``,
+``api_invocation_time`` and ``is_deleted``; ``feature_group.json`` (a CreateFeatureGroup-shaped
+definition) beside the data. Corrections of a window (late events) are appended as new rows; the
+latest ``write_time`` per (keys, event_time) wins.
+
+Online: the latest feature vector per key and feature group, in SQLite (one table per group).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from mlprep.stream.engine import END, START
+from mlprep.stream.spec import FeatureSpec, Window
+
+_FS_TYPES = {pl.String: "String", pl.Int64: "Integral", pl.Float64: "Fractional", pl.UInt32: "Integral"}
+
+
+def group_name(spec: FeatureSpec, window: Window) -> str:
+    return f"{spec.name}_{window.name}".replace(".", "_")
+
+
+def feature_group_definition(spec: FeatureSpec, window: Window, schema: dict[str, Any]) -> dict[str, Any]:
+    """A SageMaker CreateFeatureGroup request body for one window definition."""
+    return {
+        "FeatureGroupName": group_name(spec, window),
+        "RecordIdentifierFeatureName": spec.entity[0] if len(spec.entity) == 1 else "record_id",
+        "EventTimeFeatureName": "event_time",
+        "FeatureDefinitions": [{"FeatureName": c, "FeatureType": _FS_TYPES.get(t, "String")}
+                               for c, t in schema.items() if c not in ("write_time", "api_invocation_time", "is_deleted")],
+        "OfflineStoreConfig": {"S3StorageConfig": {"S3Uri": "file://offline"}, "TableFormat": "Glue"},
+        "Description": spec.description,
+        "Tags": [{"Key": "mlprep:window", "Value": json.dumps(window.model_dump(exclude_none=True))}],
+    }
+
+
+class OfflineStore:
+    """Appends emitted feature rows; ``flush`` writes what is buffered as Parquet files."""
+
+    def __init__(self, root: str | Path, spec: FeatureSpec):
+        self.root, self.spec = Path(root), spec
+        self.buffer: dict[str, list[pl.DataFrame]] = {}
+        self.rows = 0
+
+    def add(self, emitted: pl.DataFrame) -> None:
+        if emitted.is_empty():
+            return
+        for w in self.spec.windows:
+            part = emitted.filter(pl.col("window") == w.name)
+            if not part.is_empty():
+                self.buffer.setdefault(w.name, []).append(part.select(
+                    [*self.spec.entity, START, END, *self.spec.feature_names(w), "kind"]))
+
+    def flush(self, tag: str | None = None) -> list[Path]:
+        """Write buffered rows; ``tag`` names the files (a checkpoint id makes rewrites idempotent)."""
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        written = []
+        for w in self.spec.windows:
+            parts = self.buffer.pop(w.name, [])
+            if not parts:
+                continue
+            df = pl.concat(parts, how="vertical_relaxed")
+            et = pl.from_epoch(pl.col(END), time_unit="ms")
+            df = df.with_columns(
+                et.alias("event_time"), pl.lit(now).dt.cast_time_unit("ms").alias("write_time"),
+                pl.lit(now).dt.cast_time_unit("ms").alias("api_invocation_time"), pl.lit(False).alias("is_deleted"),
+                et.dt.year().alias("year"), et.dt.month().alias("month"), et.dt.day().alias("day"),
+                et.dt.hour().alias("hour"))
+            gdir = self.root / group_name(self.spec, w)
+            gdir.mkdir(parents=True, exist_ok=True)
+            name = f"part-{tag or uuid.uuid4().hex[:12]}.parquet"
+            for (y, mo, d, h), g in df.group_by(["year", "month", "day", "hour"], maintain_order=True):
+                pdir = gdir / f"year={y:04d}" / f"month={mo:02d}" / f"day={d:02d}" / f"hour={h:02d}"
+                pdir.mkdir(parents=True, exist_ok=True)
+                tmp = pdir / f".{name}.tmp"
+                g.drop("year", "month", "day", "hour").write_parquet(tmp)
+                tmp.replace(pdir / name)
+                written.append(pdir / name)
+            definition = gdir / "feature_group.json"
+            if not definition.exists():
+                schema = dict(df.drop("year", "month", "day", "hour").schema)
+                definition.write_text(json.dumps(feature_group_definition(self.spec, w, schema), indent=2) + "\n")
+            self.rows += len(df)
+        return written
+
+
+class OnlineStore:
+    """Latest feature vector per key, per feature group (SQLite)."""
+
+    def __init__(self, path: str | Path, spec: FeatureSpec):
+        self.path, self.spec = Path(path), spec
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = sqlite3.connect(self.path)
+        for w in spec.windows:
+            cols = ", ".join(f'"{c}"' for c in [*spec.entity, "event_time", *spec.feature_names(w)])
+            self.con.execute(f'CREATE TABLE IF NOT EXISTS "{group_name(spec, w)}" ({cols},'
+                             f' PRIMARY KEY ({", ".join(chr(34) + k + chr(34) for k in spec.entity)}))')
+        self.con.commit()
+
+    def put(self, emitted: pl.DataFrame) -> None:
+        if emitted.is_empty():
+            return
+        for w in self.spec.windows:
+            part = emitted.filter(pl.col("window") == w.name)
+            if part.is_empty():
+                continue
+            # the newest window per key, then upsert unless the store already has a newer one
+            latest = part.sort(END).group_by(self.spec.entity, maintain_order=True).last()
+            cols = [*self.spec.entity, END, *self.spec.feature_names(w)]
+            names = [*self.spec.entity, "event_time", *self.spec.feature_names(w)]
+            qn = ", ".join(f'"{c}"' for c in names)
+            upd = ", ".join(f'"{c}" = excluded."{c}"' for c in names[len(self.spec.entity):])
+            self.con.executemany(
+                f'INSERT INTO "{group_name(self.spec, w)}" ({qn}) VALUES ({", ".join("?" * len(names))})'
+                f' ON CONFLICT DO UPDATE SET {upd} WHERE excluded.event_time >= event_time',
+                latest.select(cols).iter_rows())
+        self.con.commit()
+
+    def get(self, group: str, key: str | tuple) -> dict[str, Any] | None:
+        """The latest feature vector of ``key`` in feature group ``group`` (None if unknown)."""
+        keys = key if isinstance(key, tuple) else (key,)
+        cur = self.con.execute(f'SELECT * FROM "{group}" WHERE ' + " AND ".join(
+            f'"{k}" = ?' for k in self.spec.entity), keys)
+        row = cur.fetchone()
+        return dict(zip([d[0] for d in cur.description], row, strict=True)) if row else None
+
+    def close(self) -> None:
+        self.con.close()
