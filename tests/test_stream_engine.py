@@ -118,3 +118,21 @@ def test_shuffling_within_the_out_of_orderness_bound_changes_nothing(seed, batch
     cols = ["k", "window_start", "n_1m", "s_1m", "x_1m", "d_1m"]
     assert a.filter(pl.col("kind") == "final").select(cols).sort(cols).equals(
         b.filter(pl.col("kind") == "final").select(cols).sort(cols))
+
+
+@pytest.mark.parametrize(("mutate", "field"), [
+    (lambda s: s["windows"][0].update(size="5 minutes"), "windows[0].size"),
+    (lambda s: s["windows"].append({"type": "hopping", "size": "1h", "slide": "7m"}), "windows[1]"),
+    (lambda s: s["aggregations"].append({"name": "z", "function": "median", "column": "v"}), "aggregations[6].function"),
+    (lambda s: s.update(max_out_of_orderness="soon"), "max_out_of_orderness"),
+    (lambda s: s.pop("entity"), "entity"),
+])
+def test_spec_errors_name_the_field(mutate, field):
+    from mlprep.errors import ConfigError
+
+    raw = _spec().model_dump(exclude_none=True)
+    raw["windows"] = [{"type": "tumbling", "size": "1m"}]
+    mutate(raw)
+    with pytest.raises(ConfigError) as ei:
+        load_spec(raw)
+    assert ei.value.field == field

@@ -33,6 +33,13 @@ def duration_ms(value: str | int, where: str = "duration") -> int:
     return int(m.group(1)) * _UNIT_MS[m.group(2)]
 
 
+def _duration(value: Any) -> int:
+    try:
+        return duration_ms(value)
+    except ConfigError as e:  # inside a model: pydantic names the field
+        raise ValueError(str(e).split(": ", 1)[1]) from None
+
+
 def format_duration(ms: int) -> str:
     for unit in ("d", "h", "m", "s"):
         if ms % _UNIT_MS[unit] == 0:
@@ -57,15 +64,14 @@ class Window(_Model):
     @field_validator("size", "slide", "gap", mode="before")
     @classmethod
     def _ms(cls, v: Any) -> Any:
-        return None if v is None else duration_ms(v)
+        return None if v is None else _duration(v)
 
     @model_validator(mode="after")
     def _check(self) -> Window:
         if self.type in ("tumbling", "hopping") and not self.size:
             raise ValueError(f"{self.type} windows need size")
-        if self.type == "hopping":
-            if not self.slide or self.size % self.slide:
-                raise ValueError("hopping windows need slide, and size a multiple of slide")
+        if self.type == "hopping" and (not self.slide or self.size % self.slide):
+            raise ValueError("hopping windows need slide, and size a multiple of slide")
         if self.type == "session" and not self.gap:
             raise ValueError("session windows need gap")
         if self.name is None:
@@ -109,7 +115,7 @@ class FeatureSpec(_Model):
     @field_validator("max_out_of_orderness", "allowed_lateness", mode="before")
     @classmethod
     def _ms(cls, v: Any) -> Any:
-        return duration_ms(v)
+        return _duration(v)
 
     @model_validator(mode="after")
     def _names(self) -> FeatureSpec:
