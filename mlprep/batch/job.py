@@ -30,7 +30,6 @@ from mlprep.batch.config import JobConfig, Source, load_job
 from mlprep.batch.publish import (
     LocalTable,
     S3Table,
-    fault,
     open_table,
     table_location,
     write_json_atomic,
@@ -38,6 +37,7 @@ from mlprep.batch.publish import (
 from mlprep.batch.transforms import Context, Relation
 from mlprep.duck import Engine, ident, lit
 from mlprep.errors import DataQualityError, ErrorThresholdExceeded, MlprepError
+from mlprep.faults import fault
 from mlprep.io import files as file_io
 from mlprep.io import sql as sql_io
 from mlprep.io.fs import FileInfo, filesystem, is_remote, join, list_files

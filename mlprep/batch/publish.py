@@ -23,23 +23,17 @@ import json
 import os
 import re
 import shutil
-import signal
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mlprep.faults import fault
 from mlprep.io.fs import filesystem, is_remote
 
 META = "_mlprep"
 _VERSION = re.compile(r"^v(\d{6})$")
-
-
-def fault(point: str) -> None:
-    """Crash-test hook: SIGKILL this process at ``point`` when MLPREP_FAULT_POINT names it."""
-    if os.environ.get("MLPREP_FAULT_POINT") == point:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _fsync_dir(path: Path) -> None:

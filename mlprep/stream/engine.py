@@ -275,3 +275,31 @@ class Aggregator:
 
     def open_windows(self) -> int:
         return sum(0 if st.acc is None else len(st.acc) for st in self.states)
+
+
+def save_state(agg: Aggregator, folder) -> dict:
+    """Write the aggregator's state (open windows, distinct sets) under ``folder``; return the
+    small part (watermark) for the checkpoint's JSON."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    for i, st in enumerate(agg.states):
+        if st.acc is not None:
+            st.acc.write_parquet(folder / f"acc_{i}.parquet")
+        for c, df in st.seen.items():
+            df.write_parquet(folder / f"seen_{i}_{c}.parquet")
+    return {"max_ts": int(agg.max_ts)}
+
+
+def load_state(agg: Aggregator, folder, meta: dict) -> None:
+    from pathlib import Path
+
+    folder = Path(folder)
+    agg.max_ts = int(meta["max_ts"])
+    for i, st in enumerate(agg.states):
+        p = folder / f"acc_{i}.parquet"
+        st.acc = pl.read_parquet(p) if p.exists() else None
+        for c in st.distinct:
+            q = folder / f"seen_{i}_{c}.parquet"
+            if q.exists():
+                st.seen[c] = pl.read_parquet(q)

@@ -1,16 +1,20 @@
 """Run a feature spec over a source: parse, aggregate, write the stores and the side outputs.
 
-    summary = run_stream("conf/features/transactions.yaml", "data/events.jsonl", "out/stream")
+    summary = run_stream("conf/features/transactions.yaml", "data/events.jsonl", "out/stream",
+                         checkpoint="out/chk")
 
 Writes ``<out>/offline/<group>/year=.../*.parquet`` (+ ``feature_group.json``),
 ``<out>/online.sqlite``, ``<out>/dead_letters/*.parquet`` (bad events, with reason and line),
 ``<out>/late/*.parquet`` (events too late for every window) and ``<out>/summary.json``.
+With ``checkpoint``, a killed run restarted with the same arguments resumes from the last
+checkpoint and its output equals that of a run that never stopped (see ``checkpoint``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -19,35 +23,94 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from mlprep.stream.engine import Aggregator
+from mlprep.faults import fault
+from mlprep.stream.checkpoint import Checkpointer, drop_uncommitted
+from mlprep.stream.engine import Aggregator, BatchResult, load_state, save_state
 from mlprep.stream.events import parse_block
 from mlprep.stream.sources import JsonlReplay
 from mlprep.stream.spec import FeatureSpec, load_spec
 from mlprep.stream.stores import OfflineStore, OnlineStore
 
 log = logging.getLogger("mlprep.stream")
+SIDE = ("dead_letters", "late")
+
+
+class _Sinks:
+    """The stores plus the side outputs, buffered until the next commit."""
+
+    def __init__(self, out: Path, spec: FeatureSpec):
+        self.out = out
+        self.offline = OfflineStore(out / "offline", spec)
+        self.online = OnlineStore(out / "online.sqlite", spec)
+        self.side: dict[str, list[pl.DataFrame]] = {k: [] for k in SIDE}
+
+    def add(self, r: BatchResult, dead: pl.DataFrame, counts: dict[str, int]) -> None:
+        if not r.emitted.is_empty():
+            self.offline.add(r.emitted)
+            self.online.put(r.emitted)
+            counts["emitted"] += len(r.emitted)
+        if not r.late.is_empty():
+            self.side["late"].append(r.late)
+            counts["late"] += len(r.late)
+        if not dead.is_empty():
+            self.side["dead_letters"].append(dead)
+
+    def flush(self, tag: int) -> None:
+        self.offline.flush(f"{tag:06d}")
+        for name, parts in self.side.items():
+            if parts:
+                (self.out / name).mkdir(exist_ok=True)
+                tmp = self.out / name / f".part-{tag:06d}.tmp"
+                pl.concat(parts, how="diagonal_relaxed").write_parquet(tmp)
+                tmp.replace(self.out / name / f"part-{tag:06d}.parquet")
+            parts.clear()
 
 
 def run_stream(spec: str | Path | dict | FeatureSpec, source: str, out: str | Path, *,
-               block_bytes: int = 4 << 20, speedup: float | None = None,
-               progress: bool = False) -> dict[str, Any]:
+               block_bytes: int = 4 << 20, speedup: float | None = None, progress: bool = False,
+               checkpoint: str | Path | None = None, checkpoint_every: int = 25) -> dict[str, Any]:
     """Aggregate every event of ``source`` (a JSON-lines path) and return the run summary.
 
     ``speedup``: replay paced by event time, this many times faster than real time (None: as
-    fast as possible).
+    fast as possible). ``checkpoint``: folder of checkpoints, one every ``checkpoint_every``
+    blocks and one at the end.
     """
     spec = spec if isinstance(spec, FeatureSpec) else load_spec(spec)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    src = JsonlReplay(source, block_bytes)
     agg = Aggregator(spec)
-    offline = OfflineStore(out / "offline", spec)
-    online = OnlineStore(out / "online.sqlite", spec)
+    ckpt = Checkpointer(checkpoint) if checkpoint else None
+    latest = ckpt.latest() if ckpt else None
     counts = {"events": 0, "dead_letters": 0, "filtered": 0, "late": 0, "emitted": 0}
-    dead, late, lags = [], [], []
-    seq = 0
+    n, offset, line, seq, blocks, lags = 0, 0, 1, 0, 0, []
+    if latest is not None:
+        n, folder, meta = latest
+        if meta.get("finished"):
+            return json.loads((out / "summary.json").read_text())
+        offset, line, seq, blocks = meta["offset"], meta["line"], meta["seq"], meta["blocks"]
+        counts, lags = meta["counts"], meta["lags"]
+        load_state(agg, folder, meta)
+        dropped = drop_uncommitted(out, n)
+        log.info("resumed", extra={"checkpoint": n, "offset": offset, "dropped_files": dropped})
+    else:  # a fresh run: this run's output only
+        for d in ("offline", *SIDE):
+            shutil.rmtree(out / d, ignore_errors=True)
+        (out / "online.sqlite").unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    sinks = _Sinks(out, spec)
+    src = JsonlReplay(source, block_bytes, offset, line)
+
+    def commit(finished: bool = False) -> None:
+        nonlocal n
+        n += 1
+        sinks.flush(n)
+        if ckpt:
+            meta = {"offset": src.offset, "line": src.line, "seq": seq, "blocks": blocks,
+                    "counts": counts, "lags": lags[-10_000:], "finished": finished, "source": source}
+            ckpt.commit(n, meta, lambda d: save_state(agg, d))
+
     t0 = time.perf_counter()
     first_event = None
+    since = 0
     bar = tqdm(unit="ev", unit_scale=True, desc=f"stream {spec.name}", disable=not progress, leave=False)
     for block in src.blocks():
         received = time.perf_counter()
@@ -63,38 +126,27 @@ def run_stream(spec: str | Path | dict | FeatureSpec, source: str, out: str | Pa
             if wait > 0:
                 time.sleep(wait)
         r = agg.process(p.events)
-        _sink(r, offline, online, counts, late)
+        sinks.add(r, p.dead, counts)
         if not r.emitted.is_empty():
             lags.append((time.perf_counter() - received) * 1000)  # from arrival to emission
-        if not p.dead.is_empty():
-            dead.append(p.dead)
         bar.update(len(p.events))
-    r = agg.flush()
-    _sink(r, offline, online, counts, late)
-    offline.flush()
-    online.close()
+        blocks += 1
+        since += 1
+        fault(f"stream:block={blocks}")
+        if ckpt and since >= checkpoint_every:
+            commit()
+            since = 0
+    sinks.add(agg.flush(), pl.DataFrame(), counts)
+    sinks.online.close()
     bar.close()
     seconds = time.perf_counter() - t0
-    for name, parts in (("dead_letters", dead), ("late", late)):
-        if parts:
-            (out / name).mkdir(exist_ok=True)
-            pl.concat(parts, how="diagonal_relaxed").write_parquet(out / name / "part-0.parquet")
     summary = {"spec": spec.name, "source": source, **counts, "seconds": round(seconds, 3),
                "events_per_s": round(counts["events"] / seconds) if seconds else None,
                "emit_lag_ms_p99": round(float(np.percentile(lags, 99)), 2) if lags else None,
-               "feature_groups": sorted(p.name for p in (out / "offline").iterdir() if p.is_dir())
-               if (out / "offline").exists() else [],
-               "offline_rows": offline.rows}
+               "open_windows_at_end": agg.open_windows(),
+               "feature_groups": [f"{spec.name}_{w.name}" for w in spec.windows]}
+    commit(finished=True)
+    summary["offline_rows"] = sinks.offline.rows
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("stream done", extra={k: v for k, v in summary.items() if isinstance(v, int | float)})
     return summary
-
-
-def _sink(r, offline: OfflineStore, online: OnlineStore, counts: dict[str, int], late: list) -> None:
-    if not r.emitted.is_empty():
-        offline.add(r.emitted)
-        online.put(r.emitted)
-        counts["emitted"] += len(r.emitted)
-    if not r.late.is_empty():
-        late.append(r.late)
-        counts["late"] += len(r.late)
