@@ -80,8 +80,6 @@ def cmd_bookmark(a: argparse.Namespace) -> int:
 def cmd_stream_run(a: argparse.Namespace) -> int:
     from mlprep.stream.runner import run_stream
 
-    if a.source.startswith("kinesis://"):
-        raise ConfigError("--source", "kinesis:// sources are not available yet (a JSON-lines path works)")
     s = run_stream(a.spec, a.source, a.out, speedup=a.speedup, progress=not a.no_progress,
                    checkpoint=a.checkpoint)
     print(f"{s['events']} events: {s['dead_letters']} dead letters, {s['filtered']} filtered, {s['late']} late;"
@@ -137,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Windowed per-key features with watermarks and allowed lateness; writes the offline store"
         " (SageMaker layout), the online store (SQLite), dead letters and late events under --out."))
     sr.add_argument("spec", help="feature spec (YAML)")
-    sr.add_argument("--source", required=True, help="JSON-lines file (local or s3://)")
+    sr.add_argument("--source", required=True, help="JSON-lines file (local or s3://) or kinesis://STREAM")
     sr.add_argument("--out", required=True, help="output folder")
     sr.add_argument("--checkpoint", help="checkpoint folder: a killed run restarted with it resumes exactly")
     sr.add_argument("--speedup", type=float, help="pace the replay by event time, this many times real time")

@@ -227,22 +227,53 @@ class Aggregator:
         self.states = [_WindowState(spec, w) for w in spec.windows if w.type != "session"]
         if any(w.type == "session" for w in spec.windows):
             raise NotImplementedError("session windows are not supported by this engine yet")
-        self.max_ts = NEG_INF
+        self.part_max: dict[str, int] = {}  # max event time per source partition (shard)
         self.bound = spec.max_out_of_orderness
         self.lateness = spec.allowed_lateness
+
+    @property
+    def max_ts(self) -> int:
+        """The watermark's base: the smallest partition maximum, as Flink takes the minimum of
+        its source splits' watermarks (a shard that lags holds the watermark back)."""
+        return min(self.part_max.values()) if self.part_max else NEG_INF
 
     @property
     def watermark(self) -> int:
         return self.max_ts - self.bound if self.max_ts > NEG_INF else NEG_INF
 
+    def _watermarks_before(self, t: np.ndarray, parts: np.ndarray | None) -> np.ndarray:
+        """The watermark each event meets on arrival (from the events before it), and update
+        the partition maxima."""
+        if parts is None:
+            prev = self.part_max.get("", NEG_INF)
+            before = np.maximum.accumulate(np.concatenate(([prev], t[:-1])))
+            self.part_max[""] = max(prev, int(t.max()))
+            return np.where(before > NEG_INF, before - self.bound, NEG_INF)
+        names = sorted(set(self.part_max) | set(np.unique(parts).tolist()))
+        big = np.iinfo(np.int64).max
+        low = np.full(len(t), big, dtype=np.int64)
+        for p in names:
+            mine = np.where(parts == p, t, NEG_INF)
+            run = np.maximum.accumulate(np.concatenate(([self.part_max.get(p, NEG_INF)], mine[:-1])))
+            if p not in self.part_max:  # a partition nobody declared counts from its first event
+                run = np.where(run > NEG_INF, run, big)
+            low = np.minimum(low, run)
+            if (parts == p).any():
+                self.part_max[p] = max(self.part_max.get(p, NEG_INF), int(t[parts == p].max()))
+        return np.where((low < big) & (low > NEG_INF), low - self.bound, NEG_INF)
+
+    def declare_partitions(self, names: list[str]) -> None:
+        """Partitions (shards) the source will read: until each has produced an event, the
+        watermark stays back, so a shard read later does not find its windows closed."""
+        for p in names:
+            self.part_max.setdefault(p, NEG_INF)
+
     def process(self, ev: pl.DataFrame) -> BatchResult:
         if ev.is_empty():
             return BatchResult(pl.DataFrame(), pl.DataFrame(), self.watermark)
         t = ev[T].to_numpy()
-        # the watermark each event meets on arrival: from the events before it (this batch too)
-        before = np.maximum.accumulate(np.concatenate(([self.max_ts], t[:-1])))
-        ev = ev.with_columns(pl.Series("_wm", before - self.bound))
-        self.max_ts = max(self.max_ts, int(t.max()))
+        parts = ev["_part"].cast(pl.String).to_numpy() if "_part" in ev.columns else None
+        ev = ev.with_columns(pl.Series("_wm", self._watermarks_before(t, parts)))
         late_parts = []
         for st in self.states:
             rows = st.assign(ev)
@@ -261,7 +292,8 @@ class Aggregator:
 
     def flush(self) -> BatchResult:
         """End of a bounded input: the watermark goes to +infinity and every window fires."""
-        self.max_ts = np.iinfo(np.int64).max // 4 + self.bound
+        end = np.iinfo(np.int64).max // 4 + self.bound
+        self.part_max = {p: end for p in self.part_max} or {"": end}
         return self._fire([])
 
     def _fire(self, late_parts: list[pl.DataFrame]) -> BatchResult:
@@ -288,14 +320,14 @@ def save_state(agg: Aggregator, folder) -> dict:
             st.acc.write_parquet(folder / f"acc_{i}.parquet")
         for c, df in st.seen.items():
             df.write_parquet(folder / f"seen_{i}_{c}.parquet")
-    return {"max_ts": int(agg.max_ts)}
+    return {"part_max": {k: int(v) for k, v in agg.part_max.items()}}
 
 
 def load_state(agg: Aggregator, folder, meta: dict) -> None:
     from pathlib import Path
 
     folder = Path(folder)
-    agg.max_ts = int(meta["max_ts"])
+    agg.part_max = {k: int(v) for k, v in meta["part_max"].items()}
     for i, st in enumerate(agg.states):
         p = folder / f"acc_{i}.parquet"
         st.acc = pl.read_parquet(p) if p.exists() else None

@@ -27,7 +27,7 @@ from mlprep.faults import fault
 from mlprep.stream.checkpoint import Checkpointer, drop_uncommitted
 from mlprep.stream.engine import Aggregator, BatchResult, load_state, save_state
 from mlprep.stream.events import parse_block
-from mlprep.stream.sources import JsonlReplay
+from mlprep.stream.sources import open_source
 from mlprep.stream.spec import FeatureSpec, load_spec
 from mlprep.stream.stores import OfflineStore, OnlineStore
 
@@ -81,30 +81,31 @@ def run_stream(spec: str | Path | dict | FeatureSpec, source: str, out: str | Pa
     ckpt = Checkpointer(checkpoint) if checkpoint else None
     latest = ckpt.latest() if ckpt else None
     counts = {"events": 0, "dead_letters": 0, "filtered": 0, "late": 0, "emitted": 0}
-    n, offset, line, seq, blocks, lags = 0, 0, 1, 0, 0, []
+    n, position, seq, blocks, lags = 0, None, 0, 0, []
     if latest is not None:
         n, folder, meta = latest
         if meta.get("finished"):
             return json.loads((out / "summary.json").read_text())
-        offset, line, seq, blocks = meta["offset"], meta["line"], meta["seq"], meta["blocks"]
+        position, seq, blocks = meta["position"], meta["seq"], meta["blocks"]
         counts, lags = meta["counts"], meta["lags"]
         load_state(agg, folder, meta)
         dropped = drop_uncommitted(out, n)
-        log.info("resumed", extra={"checkpoint": n, "offset": offset, "dropped_files": dropped})
+        log.info("resumed", extra={"checkpoint": n, "dropped_files": dropped})
     else:  # a fresh run: this run's output only
         for d in ("offline", *SIDE):
             shutil.rmtree(out / d, ignore_errors=True)
         (out / "online.sqlite").unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     sinks = _Sinks(out, spec)
-    src = JsonlReplay(source, block_bytes, offset, line)
+    src = open_source(source, position, block_bytes)
+    agg.declare_partitions(src.partitions)
 
     def commit(finished: bool = False) -> None:
         nonlocal n
         n += 1
         sinks.flush(n)
         if ckpt:
-            meta = {"offset": src.offset, "line": src.line, "seq": seq, "blocks": blocks,
+            meta = {"position": src.position(), "seq": seq, "blocks": blocks,
                     "counts": counts, "lags": lags[-10_000:], "finished": finished, "source": source}
             ckpt.commit(n, meta, lambda d: save_state(agg, d))
 
@@ -114,7 +115,9 @@ def run_stream(spec: str | Path | dict | FeatureSpec, source: str, out: str | Pa
     bar = tqdm(unit="ev", unit_scale=True, desc=f"stream {spec.name}", disable=not progress, leave=False)
     for block in src.blocks():
         received = time.perf_counter()
-        p = parse_block(block.data, block.first_line, seq, spec, src.name)
+        p = parse_block(block.data, block.first_line, seq, spec, block.source)
+        if block.part is not None:
+            p.events = p.events.with_columns(pl.lit(block.part).alias("_part"))
         seq += len(p.events)
         counts["events"] += len(p.events) + len(p.dead) + p.filtered
         counts["dead_letters"] += len(p.dead)
