@@ -166,7 +166,9 @@ class _WindowState:
         for c in self.distinct:
             d = rows.filter(pl.col(c).is_not_null()).select([*self.keys, START, c]).unique()
             prev = self.seen.get(c)
-            self.seen[c] = d if prev is None else pl.concat([prev, d], how="vertical_relaxed").unique()
+            if prev is not None:  # only values not seen before join the (large) set
+                d = d.join(prev, on=[*self.keys, START, c], how="anti", nulls_equal=True)
+            self.seen[c] = d if prev is None else pl.concat([prev, d], how="vertical_relaxed")
 
     # -- fire ----------------------------------------------------------------------------------
     def fire(self, watermark: int, lateness: int) -> pl.DataFrame:
@@ -174,6 +176,8 @@ class _WindowState:
         'update'); drop windows past their lateness."""
         if self.acc is None or self.acc.is_empty():
             return pl.DataFrame()
+        if self.acc[START].min() + self.size > watermark:
+            return pl.DataFrame()  # nothing due, nothing to drop (the common case: no scan of the state)
         end = pl.col(START) + self.size
         due = (end <= watermark) & pl.col("_dirty")
         out = self.acc.filter(due)
@@ -280,8 +284,11 @@ class Aggregator:
             late = (pl.col(START) + st.size + self.lateness) <= pl.col("_wm")
             rows = rows.with_columns(late.alias("_late"))
             # late for every one of its windows: to the late-data output
-            all_late = rows.group_by(SEQ).agg(pl.col("_late").all().alias("_all"), pl.col(START).max())
-            lost = all_late.filter(pl.col("_all"))
+            if st.w.type == "tumbling":  # one window per event
+                lost = rows.filter(pl.col("_late")).select(SEQ, START)
+            else:
+                lost = (rows.group_by(SEQ).agg(pl.col("_late").all().alias("_all"), pl.col(START).max())
+                        .filter(pl.col("_all")))
             if not lost.is_empty():
                 late_parts.append(ev.join(lost.select(SEQ, START), on=SEQ).select(
                     POS, T, pl.lit(st.w.name).alias("window"),
