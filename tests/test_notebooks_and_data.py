@@ -87,3 +87,18 @@ def test_cli_generate(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "mlprep", "data", "generate", "--out", str(tmp_path), "--rows", "5"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--rows" in bad.stderr
+
+
+def test_stream_notebook_runs_headless_with_papermill(small_data, tmp_path):
+    out_nb = tmp_path / "02.ipynb"
+    pm.execute_notebook(str(ROOT / "notebooks" / "02_stream_features.ipynb"), str(out_nb),
+                        parameters={"spec": str(ROOT / "conf" / "features" / "transactions.yaml"),
+                                    "events": str(small_data.events), "out_dir": str(tmp_path / "s"),
+                                    "checkpoint": str(tmp_path / "chk")},
+                        cwd=str(ROOT / "notebooks"), progress_bar=False, kernel_name="python3")
+    nb = nbformat.read(out_nb, as_version=4)
+    images = sum(1 for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
+    assert images == 3  # features over time, watermark progress, side outputs
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["events"] == 3000 and summary["dead_letters"] > 0
+    assert (tmp_path / "chk" / "_latest").exists()

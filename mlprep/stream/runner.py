@@ -32,7 +32,9 @@ from mlprep.stream.spec import FeatureSpec, load_spec
 from mlprep.stream.stores import OfflineStore, OnlineStore
 
 log = logging.getLogger("mlprep.stream")
-SIDE = ("dead_letters", "late")
+SIDE = ("dead_letters", "late", "metrics")
+METRICS = {"block": pl.Int64, "events": pl.Int64, "watermark": pl.Int64, "max_event_time": pl.Int64,
+           "seconds": pl.Float64, "open_windows": pl.Int64, "dead_letters": pl.Int64, "late": pl.Int64}
 
 
 class _Sinks:
@@ -103,6 +105,9 @@ def run_stream(spec: str | Path | dict | FeatureSpec, source: str, out: str | Pa
     def commit(finished: bool = False) -> None:
         nonlocal n
         n += 1
+        if metrics:  # progress of this interval: watermark, open windows, side outputs
+            sinks.side["metrics"].append(pl.DataFrame(metrics, orient="row", schema=METRICS))
+            metrics.clear()
         sinks.flush(n)
         if ckpt:
             meta = {"position": src.position(), "seq": seq, "blocks": blocks,
@@ -110,6 +115,7 @@ def run_stream(spec: str | Path | dict | FeatureSpec, source: str, out: str | Pa
             ckpt.commit(n, meta, lambda d: save_state(agg, d))
 
     t0 = time.perf_counter()
+    metrics: list[tuple] = []
     first_event = None
     since = 0
     bar = tqdm(unit="ev", unit_scale=True, desc=f"stream {spec.name}", disable=not progress, leave=False)
@@ -133,6 +139,8 @@ def run_stream(spec: str | Path | dict | FeatureSpec, source: str, out: str | Pa
         if not r.emitted.is_empty():
             lags.append((time.perf_counter() - received) * 1000)  # from arrival to emission
         bar.update(len(p.events))
+        metrics.append((blocks + 1, counts["events"], agg.watermark, agg.max_ts, time.perf_counter() - t0,
+                        agg.open_windows(), counts["dead_letters"], counts["late"]))
         blocks += 1
         since += 1
         fault(f"stream:block={blocks}")
