@@ -15,14 +15,18 @@ $(STAMP): requirements.lock pyproject.toml
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	touch $@
 
-## demo: generate sample data and run the batch stage notebook headless (papermill)
+## demo: generate sample data and run the stage notebooks headless (papermill): 01 batch ETL, 02 streaming features
 demo: $(STAMP)
 	@test -f $(DEMO)/data/transactions.jsonl || $(PY) -m mlprep data generate --out $(DEMO)/data --rows $(ROWS)
 	@mkdir -p runs/demo
 	$(PY) -m papermill --cwd notebooks notebooks/01_batch_etl.ipynb runs/demo/01_batch_etl.ipynb \
 		-p config $(CURDIR)/conf/batch/transactions.yaml \
 		-p data_dir $(CURDIR)/$(DEMO)/data -p out_dir $(CURDIR)/$(DEMO)/out --log-level WARNING
-	@$(PY) -c "import json,glob,os; p=max(glob.glob('$(DEMO)/out/curated/_runs/transactions/*/summary.json'), key=os.path.getmtime); s=json.load(open(p)); print('rows:', s['rows']); print(os.path.abspath(p))"
+	$(PY) -m papermill --cwd notebooks notebooks/02_stream_features.ipynb runs/demo/02_stream_features.ipynb \
+		-p spec $(CURDIR)/conf/features/transactions.yaml -p events $(CURDIR)/$(DEMO)/data/events.jsonl \
+		-p out_dir $(CURDIR)/$(DEMO)/out/stream --log-level WARNING
+	@$(PY) -c "import json; s=json.load(open('$(DEMO)/out/stream/summary.json')); print('stream:', {k: s[k] for k in ('events', 'dead_letters', 'late', 'emitted', 'events_per_s')})"
+	@$(PY) -c "import json,glob,os; p=max(glob.glob('$(DEMO)/out/curated/_runs/transactions/*/summary.json'), key=os.path.getmtime); s=json.load(open(p)); print('batch rows:', s['rows']); print(os.path.abspath(p))"
 
 ## test: the whole test suite (starts its own moto server; needs PostgreSQL and MariaDB up)
 test: $(STAMP)
