@@ -91,7 +91,7 @@ def test_incremental_files_append_only_new(small_data, tmp_path):
 
 
 def _job_dict(data_dir: str, out_dir: str, path: str | None = None, **over) -> dict:
-    from mlprep.batch.config import load_yaml
+    from mlprep.yamlconf import load_yaml
 
     cfg = load_yaml(JOB.read_text())
     cfg["parameters"]["data_dir"]["default"] = data_dir

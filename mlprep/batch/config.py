@@ -13,10 +13,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlprep.errors import ConfigError
+from mlprep.yamlconf import config_error, read_mapping
 
 GLUE_TYPES = {
     "string": "VARCHAR", "varchar": "VARCHAR", "int": "INTEGER", "integer": "INTEGER",
@@ -237,38 +237,10 @@ class JobConfig(_Model):
             try:
                 out.append((kind, STEP_TYPES[kind].model_validate(body or {})))
             except ValidationError as e:
-                raise _config_error(e, f"{where}.{kind}") from None
+                raise config_error(e, f"{where}.{kind}") from None
             except ConfigError as e:
                 raise ConfigError(f"{where}.{kind}.{e.field}", str(e).split(": ", 1)[1]) from None
         return out
-
-
-def _config_error(e: ValidationError, prefix: str = "") -> ConfigError:
-    err = e.errors()[0]
-    loc = prefix
-    for part in err["loc"]:
-        loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown field"
-    return ConfigError(loc or "config", msg)
-
-
-class _Yaml12Loader(yaml.SafeLoader):
-    """YAML with 1.2 booleans: only true/false (so ``on:``, ``yes``, ``no`` stay strings)."""
-
-
-_Yaml12Loader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
-def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Yaml12Loader)
 
 
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -352,22 +324,11 @@ def resolve_params(declared: dict[str, Param], given: dict[str, Any]) -> dict[st
 
 def load_job(config: str | Path | dict, params: dict[str, Any] | None = None) -> tuple[JobConfig, dict[str, Any]]:
     """Parse and validate a job config (a YAML path or a dict) with parameter values."""
-    if isinstance(config, dict):
-        raw = config
-    else:
-        p = Path(config)
-        if not p.is_file():
-            raise ConfigError("config", f"no such job config: {p}")
-        try:
-            raw = load_yaml(p.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError("config", f"invalid YAML in {p}: {e}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError("config", "a job config is a YAML mapping")
+    raw = read_mapping(config, "job config", "config")
     try:
         declared = {k: Param.model_validate(v or {}) for k, v in (raw.get("parameters") or {}).items()}
     except ValidationError as e:
-        raise _config_error(e, "parameters") from None
+        raise config_error(e, "parameters") from None
     values = resolve_params(declared, dict(params or {}))
     body = {k: v for k, v in raw.items() if k != "parameters"}
     body = _substitute(body, values, "")
@@ -375,7 +336,7 @@ def load_job(config: str | Path | dict, params: dict[str, Any] | None = None) ->
     try:
         job = JobConfig.model_validate(body)
     except ValidationError as e:
-        raise _config_error(e) from None
+        raise config_error(e) from None
     steps = job.parsed_steps()
     _check_graph(job, steps)
     from mlprep.batch import quality  # DQDL is checked up front too

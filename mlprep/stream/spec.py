@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlprep.errors import ConfigError
+from mlprep.yamlconf import config_error, read_mapping
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -137,18 +138,8 @@ class FeatureSpec(_Model):
 
 def load_spec(spec: str | Path | dict) -> FeatureSpec:
     """A spec from YAML (path) or a dict; errors name the field (``windows[0].size``)."""
-    from mlprep.batch.config import _config_error, load_yaml
-
-    if isinstance(spec, dict):
-        raw = spec
-    else:
-        p = Path(spec)
-        if not p.is_file():
-            raise ConfigError("spec", f"no such feature spec: {p}")
-        raw = load_yaml(p.read_text())
+    raw = read_mapping(spec, "feature spec", "spec")
     try:
         return FeatureSpec.model_validate(raw)
     except ValidationError as e:
-        raise _config_error(e) from None
-    except ConfigError:
-        raise
+        raise config_error(e) from None
