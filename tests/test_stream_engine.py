@@ -136,3 +136,14 @@ def test_spec_errors_name_the_field(mutate, field):
     with pytest.raises(ConfigError) as ei:
         load_spec(raw)
     assert ei.value.field == field
+
+
+def test_session_windows_are_refused_naming_the_field():
+    from mlprep.errors import ConfigError
+
+    spec = load_spec({"name": "t", "entity": ["k"], "event_time": {"field": "ts"},
+                      "windows": [{"type": "tumbling", "size": "1m"}, {"type": "session", "gap": "10m"}],
+                      "aggregations": [{"name": "n", "function": "count"}]})
+    with pytest.raises(ConfigError) as ei:
+        Aggregator(spec)
+    assert ei.value.field == "windows[1].type"

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from mlprep.errors import ConfigError
 from mlprep.stream.spec import FeatureSpec, Window
 
 T, SEQ, POS = "_t", "_seq", "_pos"  # event time (ms), arrival index, source position
@@ -228,9 +229,10 @@ class Aggregator:
 
     def __init__(self, spec: FeatureSpec):
         self.spec = spec
-        self.states = [_WindowState(spec, w) for w in spec.windows if w.type != "session"]
-        if any(w.type == "session" for w in spec.windows):
-            raise NotImplementedError("session windows are not supported by this engine yet")
+        for i, w in enumerate(spec.windows):
+            if w.type == "session":
+                raise ConfigError(f"windows[{i}].type", "session windows are not supported by the engine yet")
+        self.states = [_WindowState(spec, w) for w in spec.windows]
         self.part_max: dict[str, int] = {}  # max event time per source partition (shard)
         self.bound = spec.max_out_of_orderness
         self.lateness = spec.allowed_lateness
