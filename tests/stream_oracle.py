@@ -37,3 +37,48 @@ def simulate(events, wtype, size, slide, bound, lateness, column):
         out[g] = {"count": len(vs), "sum": sum(xs) if n else None, "mean": mean,
                   "max": max(xs) if n else None, "std": std, "distinct": len(set(xs))}
     return out, late
+
+
+def simulate_sessions(events, gap, bound, lateness, batch):
+    """Session windows event by event; sessions close (for good) when the watermark, advanced
+    at batch boundaries as Flink's periodic watermarks are, passes end + lateness.
+    Returns ({(key, start): (end, count, sum)}, late event indexes)."""
+    max_ts = None
+    open_: dict = defaultdict(list)  # key -> [[start, end, values]]
+    closed = []
+    late = []
+    for i, (key, t, v) in enumerate(events):
+        if i % batch == 0 and max_ts is not None:  # the watermark reaches the windows
+            wm = max_ts - bound
+            for k in list(open_):
+                keep = []
+                for s in open_[k]:
+                    (closed.append((k, s)) if s[1] + lateness <= wm else keep.append(s))
+                open_[k] = keep
+        wm = None if max_ts is None else max_ts - bound
+        lo, hi, vals = t, t + gap, [v]
+        merged = True
+        sessions = open_[key]
+        while merged:
+            merged = False
+            for s in sessions:
+                if s[0] <= hi and s[1] >= lo and not s[3:]:
+                    lo, hi = min(lo, s[0]), max(hi, s[1])
+                    s.append("x")  # visited
+                    merged = True
+        touching = [s for s in sessions if s[3:]]
+        for s in sessions:
+            del s[3:]
+        if wm is not None and hi + lateness <= wm:
+            late.append(i)
+        else:
+            for s in touching:
+                vals += s[2]
+            open_[key] = [s for s in sessions if s not in touching] + [[lo, hi, vals]]
+        max_ts = t if max_ts is None else max(max_ts, t)
+    final = closed + [(k, s) for k, ss in open_.items() for s in ss]
+    out = {}
+    for k, (s0, s1, vals) in final:
+        xs = [x for x in vals if x is not None]
+        out[(k, s0)] = (s1, len(vals), sum(xs) if xs else None)
+    return out, late

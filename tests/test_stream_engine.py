@@ -138,12 +138,30 @@ def test_spec_errors_name_the_field(mutate, field):
     assert ei.value.field == field
 
 
-def test_session_windows_are_refused_naming_the_field():
-    from mlprep.errors import ConfigError
+@pytest.mark.parametrize("batch", [1, 13, 400, 10_000])
+def test_session_windows_match_the_simulation(batch):
+    from tests.stream_oracle import simulate_sessions
 
-    spec = load_spec({"name": "t", "entity": ["k"], "event_time": {"field": "ts"},
-                      "windows": [{"type": "tumbling", "size": "1m"}, {"type": "session", "gap": "10m"}],
-                      "aggregations": [{"name": "n", "function": "count"}]})
-    with pytest.raises(ConfigError) as ei:
-        Aggregator(spec)
-    assert ei.value.field == "windows[1].type"
+    spec = load_spec({"name": "t", "entity": ["k"], "event_time": {"field": "ts", "format": "epoch_ms"},
+                      "fields": {"v": "double"}, "max_out_of_orderness": "10s", "allowed_lateness": "20s",
+                      "windows": [{"type": "session", "gap": "30s"}],
+                      "aggregations": [{"name": "n", "function": "count"},
+                                       {"name": "s", "function": "sum", "column": "v"},
+                                       {"name": "d", "function": "count_distinct", "column": "v"}]})
+    ev = _events(2500, seed=5, keys=8, span_ms=3_600_000, late_frac=0.08, max_delay=90_000)
+    expected, late_idx = simulate_sessions(ev, 30_000, 10_000, 20_000, batch)
+    emitted, late = _run(spec, ev, batch)
+    # sessions merged after they fired leave their earlier rows behind: keep the last word on
+    # each stretch of time (rows not covered by a row of the same key emitted later)
+    rows = emitted.sort("watermark").to_dicts()
+    final = {}
+    for i, r in enumerate(rows):
+        if not any(o["k"] == r["k"] and o["window_start"] <= r["window_start"] and o["window_end"] >= r["window_end"]
+                   for o in rows[i + 1:]):
+            final[(r["k"], r["window_start"])] = (r["window_end"], r["n_session30s"], r["s_session30s"])
+    assert final.keys() == expected.keys()
+    for g, (end, n, sm) in expected.items():
+        e2, n2, s2 = final[g]
+        assert (e2, n2) == (end, n) and ((sm is None and s2 is None) or math.isclose(s2, sm, rel_tol=1e-9)), g
+    assert (sorted(late["_pos"].to_list()) if not late.is_empty() else []) == [i + 1 for i in late_idx]
+    assert len(late_idx) > 0 and len(expected) > 100

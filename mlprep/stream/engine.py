@@ -5,14 +5,18 @@ Semantics (Flink's, with a watermark advanced after every event):
 
 - Windows are [start, end), aligned to the epoch. Tumbling: ``start = t - t mod size``.
   Hopping: the ``size/slide`` windows whose start is a multiple of ``slide`` in (t - size, t].
+  Session: each event opens [t, t + gap); sessions of a key that touch merge.
 - Watermark ``W = max event time seen - max_out_of_orderness``. A window *fires* (emit-final)
   once ``W >= end``.
 - An event is late for a window when ``end + allowed_lateness <= W`` as it arrives (W from the
   events before it). A late-but-allowed event updates its fired window, which is emitted again
   (an ``update`` row; updates are coalesced per micro-batch). An event late for every one of
   its windows of a window definition goes to the late-data output, with the reason.
-- A window's state is dropped once ``W >= end + allowed_lateness``. At the end of a bounded
-  input every open window fires (``flush``), unlike Spark's availableNow.
+- A window's state is dropped once ``W >= end + allowed_lateness``, checked at the end of each
+  micro-batch (Flink likewise closes windows when a periodic watermark arrives); for sessions
+  this can matter: an event more than out-of-orderness + lateness behind may find its old
+  session closed and open a new one. At the end of a bounded input every open window fires
+  (``flush``), unlike Spark's availableNow.
 
 Feature values per window: count (events), sum, mean, min, max, stddev (sample, ddof=1; NULL
 below 2 values), count_distinct, first / last (by event time, then arrival). NULL values are
@@ -27,7 +31,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from mlprep.errors import ConfigError
 from mlprep.stream.spec import FeatureSpec, Window
 
 T, SEQ, POS = "_t", "_seq", "_pos"  # event time (ms), arrival index, source position
@@ -110,8 +113,12 @@ class _WindowState:
         return rows.group_by([*self.keys, START]).agg(aggs).with_columns(
             pl.lit(True).alias("_dirty"), pl.lit(False).alias("_emitted"))
 
-    def _merge(self, parts: pl.DataFrame) -> pl.DataFrame:
-        aggs: list[pl.Expr] = [pl.col("_count").sum()]
+    def _end(self) -> pl.Expr:
+        return pl.col(START) + self.size
+
+    def _merge(self, parts: pl.DataFrame, by: list[str] | None = None,
+               extra: list[pl.Expr] | None = None) -> pl.DataFrame:
+        aggs: list[pl.Expr] = [pl.col("_count").sum(), *(extra or [])]
         for c, fns in self.values.items():
             n = pl.col(f"{c}__n")
             tot = n.sum()
@@ -139,7 +146,7 @@ class _WindowState:
                     aggs.append(col.sort_by(srt, descending=end == "last", nulls_last=True).first()
                                 .alias(f"{c}__{end}{suffix}"))
         aggs += [pl.col("_dirty").any(), pl.col("_emitted").any()]
-        out = parts.group_by([*self.keys, START]).agg(aggs)
+        out = parts.group_by(by or [*self.keys, START]).agg(aggs)
         fix = []
         for c, fns in self.values.items():
             if fns & {"mean", "stddev"}:
@@ -177,9 +184,9 @@ class _WindowState:
         'update'); drop windows past their lateness."""
         if self.acc is None or self.acc.is_empty():
             return pl.DataFrame()
-        if self.acc[START].min() + self.size > watermark:
+        if self.acc.select(self._end().min()).item() > watermark:
             return pl.DataFrame()  # nothing due, nothing to drop (the common case: no scan of the state)
-        end = pl.col(START) + self.size
+        end = self._end()
         due = (end <= watermark) & pl.col("_dirty")
         out = self.acc.filter(due)
         if not out.is_empty():
@@ -190,12 +197,12 @@ class _WindowState:
         keep = (end + lateness) > watermark
         self.acc = self.acc.filter(keep)
         for c in self.distinct:
-            self.seen[c] = self.seen[c].filter((pl.col(START) + self.size + lateness) > watermark)
+            self.seen[c] = self.seen[c].join(self.acc.select([*self.keys, START]), on=[*self.keys, START], how="semi")
         return out
 
     def _features(self, rows: pl.DataFrame, watermark: int) -> pl.DataFrame:
         cols: list[pl.Expr] = [*[pl.col(k) for k in self.keys], pl.lit(self.w.name).alias("window"),
-                               pl.col(START), (pl.col(START) + self.size).alias(END)]
+                               pl.col(START), self._end().alias(END)]
         for a in self.spec.aggregations:
             name, c = f"{a.name}_{self.w.name}", a.column
             if a.function == "count":
@@ -220,6 +227,86 @@ class _WindowState:
         return rows.select([*cols, kind.alias("kind"), pl.lit(watermark, pl.Int64).alias("watermark")])
 
 
+class _SessionState(_WindowState):
+    """Session windows of one gap: per key, sessions [first event, last event + gap) that merge
+    when an event's [t, t + gap) touches them (as Flink's EventTimeSessionWindows do)."""
+
+    def __init__(self, spec: FeatureSpec, window: Window):
+        super().__init__(spec, window)
+        self.gap = window.gap
+
+    def _end(self) -> pl.Expr:
+        return pl.col(END)
+
+    def accept(self, ev: pl.DataFrame, lateness: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(accepted events, late events). An event is late when the session it would join,
+        merged with what is open, already ended before the watermark (with the lateness). Only
+        events whose own [t, t + gap) is past that point need the open sessions looked at: they
+        are rare, and are checked one by one in arrival order."""
+        maybe = (pl.col(T) + self.gap + lateness) <= pl.col("_wm")
+        if not ev.select(maybe.any()).item():
+            return ev, ev.clear()
+        ev = ev.with_columns(maybe.alias("_maybe"))
+        open_by_key: dict[tuple, list[list[int]]] = {}
+        if self.acc is not None and not self.acc.is_empty():
+            cand_keys = ev.filter(pl.col("_maybe")).select(self.keys).unique()
+            for row in self.acc.join(cand_keys, on=self.keys, how="semi").select([*self.keys, START, END]).iter_rows():
+                open_by_key.setdefault(tuple(row[:-2]), []).append([row[-2], row[-1]])
+        late_seq = []
+        keyed = ev.select([*self.keys, T, SEQ, "_wm", "_maybe"]).iter_rows()
+        for row in keyed:
+            key, t, seq, wm, maybe_late = tuple(row[: len(self.keys)]), *row[len(self.keys):]
+            lo, hi = t, t + self.gap
+            sessions = open_by_key.setdefault(key, [])
+            changed = True
+            while changed:  # merge transitively with what it touches
+                changed = False
+                for s0, s1 in sessions:
+                    if s0 <= hi and s1 >= lo and (s0 < lo or s1 > hi):
+                        lo, hi, changed = min(lo, s0), max(hi, s1), True
+            if maybe_late and hi + lateness <= wm:
+                late_seq.append(seq)
+                continue
+            sessions[:] = [x for x in sessions if not (x[0] <= hi and x[1] >= lo)] + [[lo, hi]]
+        late = ev.filter(pl.col(SEQ).is_in(late_seq))
+        return ev.filter(~pl.col(SEQ).is_in(late_seq)).drop("_maybe"), late.drop("_maybe")
+
+    def add(self, rows: pl.DataFrame) -> None:
+        if rows.is_empty():
+            return
+        part = self._partial(rows.with_columns(pl.col(T).alias(START))).with_columns(
+            (pl.col(START) + self.gap).alias(END))
+        keys = part.select(self.keys).unique()
+        if self.acc is None or self.acc.is_empty():
+            touched, rest = part.clear(), None
+        else:
+            touched = self.acc.join(keys, on=self.keys, how="semi")
+            rest = self.acc.join(keys, on=self.keys, how="anti")
+        both = pl.concat([touched.select(part.columns), part], how="vertical_relaxed").sort([*self.keys, START])
+        # a new session starts where the start is past every end before it (per key)
+        prev_end = pl.col(END).cum_max().shift(1).over(self.keys)
+        both = both.with_columns(((pl.col(START) > prev_end).fill_null(True)).cum_sum().over(self.keys).alias("_g"))
+        mapping = both.select([*self.keys, START, "_g"])
+        merged = self._merge(both, by=[*self.keys, "_g"],
+                             extra=[pl.col(START).min().alias("_s"), pl.col(END).max()])
+        merged = merged.with_columns(pl.col("_s").alias(START)).drop("_s")
+        new_start = merged.select([*self.keys, "_g", START]).rename({START: "_new"})
+        merged = merged.drop("_g")
+        self.acc = merged if rest is None else pl.concat([rest, merged.select(rest.columns)], how="vertical_relaxed")
+        remap = mapping.join(new_start, on=[*self.keys, "_g"]).select([*self.keys, START, "_new"])
+        for c in self.distinct:
+            d = rows.filter(pl.col(c).is_not_null()).select([*self.keys, pl.col(T).alias(START), c])
+            prev = self.seen.get(c)
+            if prev is not None:
+                d = pl.concat([prev.join(keys, on=self.keys, how="semi"), d], how="vertical_relaxed")
+                other = prev.join(keys, on=self.keys, how="anti")
+            else:
+                other = None
+            d = (d.join(remap, on=[*self.keys, START]).with_columns(pl.col("_new").alias(START))
+                 .drop("_new").unique())
+            self.seen[c] = d if other is None else pl.concat([other, d.select(other.columns)], how="vertical_relaxed")
+
+
 class Aggregator:
     """Feed micro-batches of events (``process``), then ``flush`` at the end of the input.
 
@@ -229,10 +316,8 @@ class Aggregator:
 
     def __init__(self, spec: FeatureSpec):
         self.spec = spec
-        for i, w in enumerate(spec.windows):
-            if w.type == "session":
-                raise ConfigError(f"windows[{i}].type", "session windows are not supported by the engine yet")
-        self.states = [_WindowState(spec, w) for w in spec.windows]
+        self.states = [_SessionState(spec, w) if w.type == "session" else _WindowState(spec, w)
+                       for w in spec.windows]
         self.part_max: dict[str, int] = {}  # max event time per source partition (shard)
         self.bound = spec.max_out_of_orderness
         self.lateness = spec.allowed_lateness
@@ -282,6 +367,14 @@ class Aggregator:
         ev = ev.with_columns(pl.Series("_wm", self._watermarks_before(t, parts)))
         late_parts = []
         for st in self.states:
+            if isinstance(st, _SessionState):
+                ok, lost = st.accept(ev, self.lateness)
+                if not lost.is_empty():
+                    late_parts.append(lost.select(POS, T, pl.lit(st.w.name).alias("window"), pl.format(
+                        "late: its session closed (watermark {} on arrival, allowed lateness {} ms)",
+                        pl.col("_wm"), pl.lit(self.lateness)).alias("reason")))
+                st.add(ok)
+                continue
             rows = st.assign(ev)
             late = (pl.col(START) + st.size + self.lateness) <= pl.col("_wm")
             rows = rows.with_columns(late.alias("_late"))
