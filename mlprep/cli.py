@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Windowed per-key features with watermarks and allowed lateness; writes the offline store"
         " (SageMaker layout), the online store (SQLite), dead letters and late events under --out."))
     sr.add_argument("spec", help="feature spec (YAML)")
-    sr.add_argument("--source", required=True, help="JSON-lines file (local or s3://) or kinesis://STREAM")
+    sr.add_argument("--source", required=True, help="JSON-lines or Parquet file/folder (local or s3://), or kinesis://STREAM")
     sr.add_argument("--out", required=True, help="output folder")
     sr.add_argument("--checkpoint", help="checkpoint folder: a killed run restarted with it resumes exactly")
     sr.add_argument("--speedup", type=float, help="pace the replay by event time, this many times real time")

@@ -67,9 +67,36 @@ def parse_block(block: bytes, first_line: int, seq0: int, spec: FeatureSpec, sou
                 dead_rows.append((source, first_line + i, f"unparseable: {e}", ln.decode("utf-8", "replace")))
         df = pl.DataFrame(recs, schema=schema) if recs else pl.DataFrame(schema=schema)
         df = df.with_columns(pl.Series(POS, np.array(nums, dtype=np.int64)))
-    df = df.with_columns(pl.Series(SEQ, np.arange(seq0, seq0 + len(df), dtype=np.int64)))
+    split: list[list[bytes]] = [lines] if lines is not None else []
 
-    # typed fields and event time; a value that does not convert is a dead letter
+    def raw_line(p: int) -> str:  # the source line of a dead letter (split once, when needed)
+        if not split:
+            split.append(block.split(b"\n"))
+        return split[0][p - first_line].decode("utf-8", "replace")
+
+    return _typed(df, seq0, spec, source, dead_rows, raw_line)
+
+
+def parse_frame(df: pl.DataFrame, first_row: int, seq0: int, spec: FeatureSpec, source: str) -> Parsed:
+    """Events from an already tabular batch (a Parquet replay): row numbers are positions."""
+    cols = [*spec.entity, spec.event_time.field, *spec.fields]
+    missing = [c for c in cols if c not in df.columns]
+    df = df.with_columns([pl.lit(None, pl.String).alias(c) for c in missing])
+    tf = spec.event_time.field
+    if df.schema[tf].is_temporal():  # a timestamp column: ISO text, as in JSON
+        df = df.with_columns(pl.col(tf).dt.convert_time_zone("UTC") if getattr(df.schema[tf], "time_zone", None)
+                             else pl.col(tf).dt.replace_time_zone("UTC"))
+        df = df.with_columns(pl.col(tf).dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"))
+    df = df.select([pl.col(c).cast(pl.String) for c in cols]).with_columns(
+        pl.Series(POS, np.arange(first_row, first_row + len(df), dtype=np.int64)))
+    return _typed(df, seq0, spec, source, [], None)
+
+
+def _typed(df: pl.DataFrame, seq0: int, spec: FeatureSpec, source: str, dead_rows: list[tuple],
+           raw_line) -> Parsed:
+    """Event time and typed fields from text columns; what does not convert is a dead letter."""
+    cols = [*spec.entity, spec.event_time.field, *spec.fields]
+    df = df.with_columns(pl.Series(SEQ, np.arange(seq0, seq0 + len(df), dtype=np.int64)))
     tf = spec.event_time.field
     if spec.event_time.format == "iso8601":
         t = pl.col(tf).str.to_datetime(time_zone="UTC", strict=False, time_unit="ms").dt.epoch("ms")
@@ -90,13 +117,10 @@ def parse_block(block: bytes, first_line: int, seq0: int, spec: FeatureSpec, sou
         reason = reason.when(c).then(pl.lit(r))
     df = df.with_columns(reason.otherwise(None).alias("_reason"))
     bad = df.filter(pl.col("_reason").is_not_null())
-    if not bad.is_empty():
-        if lines is None:
-            lines = block.split(b"\n")
-        for p, r in zip(bad[POS].to_list(), bad["_reason"].to_list(), strict=True):
-            val = dict(zip(cols, bad.filter(pl.col(POS) == p).row(0)[: len(cols)], strict=True))
-            dead_rows.append((source, p, r, lines[p - first_line].decode("utf-8", "replace")
-                              if 0 <= p - first_line < len(lines) else json.dumps(val)))
+    for row in bad.select([POS, "_reason", *cols]).iter_rows():
+        p, r, vals = row[0], row[1], row[2:]
+        record = raw_line(p) if raw_line else json.dumps(dict(zip(cols, vals, strict=True)))
+        dead_rows.append((source, p, r, record))
     good = df.filter(pl.col("_reason").is_null())
     good = good.with_columns([pl.col(f"_typed_{c}").alias(c) for c, ty in spec.fields.items() if ty != "string"])
     good = good.select([*spec.entity, T, SEQ, POS, *spec.fields])

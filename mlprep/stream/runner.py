@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from mlprep.faults import fault
 from mlprep.stream.checkpoint import Checkpointer, drop_uncommitted
 from mlprep.stream.engine import Aggregator, BatchResult, load_state, save_state
-from mlprep.stream.events import parse_block
+from mlprep.stream.events import parse_block, parse_frame
 from mlprep.stream.sources import open_source
 from mlprep.stream.spec import FeatureSpec, load_spec
 from mlprep.stream.stores import OfflineStore, OnlineStore
@@ -121,7 +121,8 @@ def run_stream(spec: str | Path | dict | FeatureSpec, source: str, out: str | Pa
     bar = tqdm(unit="ev", unit_scale=True, desc=f"stream {spec.name}", disable=not progress, leave=False)
     for block in src.blocks():
         received = time.perf_counter()
-        p = parse_block(block.data, block.first_line, seq, spec, block.source)
+        p = (parse_frame(block.frame, block.first_line, seq, spec, block.source) if block.frame is not None
+             else parse_block(block.data, block.first_line, seq, spec, block.source))
         if block.part is not None:
             p.events = p.events.with_columns(pl.lit(block.part).alias("_part"))
         seq += len(p.events)
