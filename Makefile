@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ROWS   ?= 20000
 DEMO   ?= demo
 
-.PHONY: demo test lint lock clean
+.PHONY: demo test lint lock clean flink-venv
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,9 +35,17 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mlprep tests bench pipelines notebooks
 
+## flink-venv: PyFlink in its own environment (apache-flink pins pandas 2.2 / pyarrow 16), for benchmarks
+flink-venv: .venv-flink/.installed
+.venv-flink/.installed:
+	$(PYTHON) -m venv .venv-flink
+	.venv-flink/bin/pip install -q --disable-pip-version-check uv
+	.venv-flink/bin/uv pip install -q --python .venv-flink/bin/python "apache-flink==2.3.*"
+	touch $@
+
 ## lock: re-resolve requirements.lock from pyproject.toml
 lock:
 	uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
 clean:
-	rm -rf $(VENV) runs $(DEMO)
+	rm -rf $(VENV) .venv-flink runs $(DEMO)
