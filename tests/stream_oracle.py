@@ -18,6 +18,7 @@ def simulate(events, wtype, size, slide, bound, lateness, column):
     count/sum/mean/max/stddev/distinct, late event indexes)."""
     max_ts = None
     groups = defaultdict(list)
+    firsts: dict = {}
     late = []
     for i, (key, t, v) in enumerate(events):
         wm = None if max_ts is None else max_ts - bound
@@ -27,6 +28,8 @@ def simulate(events, wtype, size, slide, bound, lateness, column):
             late.append(i)
         for s in ok:
             groups[(key, s)].append(v)
+            if v is not None:
+                firsts.setdefault((key, s), []).append((t, i, v))
         max_ts = t if max_ts is None else max(max_ts, t)
     out = {}
     for g, vs in groups.items():
@@ -34,8 +37,11 @@ def simulate(events, wtype, size, slide, bound, lateness, column):
         n = len(xs)
         mean = sum(xs) / n if n else None
         std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else None
+        ordered = sorted(firsts.get(g, []))
         out[g] = {"count": len(vs), "sum": sum(xs) if n else None, "mean": mean,
-                  "max": max(xs) if n else None, "std": std, "distinct": len(set(xs))}
+                  "max": max(xs) if n else None, "min": min(xs) if n else None, "std": std,
+                  "distinct": len(set(xs)), "first": ordered[0][2] if ordered else None,
+                  "last": ordered[-1][2] if ordered else None}
     return out, late
 
 

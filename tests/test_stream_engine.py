@@ -25,7 +25,10 @@ def _spec(wtype="tumbling", size="1m", slide=None, bound="10s", lateness="20s"):
         "aggregations": [{"name": "n", "function": "count"}, {"name": "s", "function": "sum", "column": "v"},
                          {"name": "m", "function": "mean", "column": "v"}, {"name": "x", "function": "max", "column": "v"},
                          {"name": "sd", "function": "stddev", "column": "v"},
-                         {"name": "d", "function": "count_distinct", "column": "v"}]})
+                         {"name": "d", "function": "count_distinct", "column": "v"},
+                         {"name": "lo", "function": "min", "column": "v"},
+                         {"name": "f", "function": "first", "column": "v"},
+                         {"name": "l", "function": "last", "column": "v"}]})
 
 
 def _events(n, seed, keys=20, span_ms=600_000, late_frac=0.05, max_delay=60_000):
@@ -70,7 +73,8 @@ def _check(spec, ev, batch):
     for g, e in expected.items():
         r = got[g]
         assert r[f"n_{suffix}"] == e["count"] and r[f"d_{suffix}"] == e["distinct"]
-        for name, key in (("s", "sum"), ("m", "mean"), ("x", "max"), ("sd", "std")):
+        for name, key in (("s", "sum"), ("m", "mean"), ("x", "max"), ("sd", "std"), ("lo", "min"),
+                          ("f", "first"), ("l", "last")):
             a, b = r[f"{name}_{suffix}"], e[key]
             assert (a is None and b is None) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9), (g, name, a, b)
     late_pos = sorted(late["_pos"].to_list()) if not late.is_empty() else []
@@ -123,7 +127,7 @@ def test_shuffling_within_the_out_of_orderness_bound_changes_nothing(seed, batch
 @pytest.mark.parametrize(("mutate", "field"), [
     (lambda s: s["windows"][0].update(size="5 minutes"), "windows[0].size"),
     (lambda s: s["windows"].append({"type": "hopping", "size": "1h", "slide": "7m"}), "windows[1]"),
-    (lambda s: s["aggregations"].append({"name": "z", "function": "median", "column": "v"}), "aggregations[6].function"),
+    (lambda s: s["aggregations"].append({"name": "z", "function": "median", "column": "v"}), "aggregations[9].function"),
     (lambda s: s.update(max_out_of_orderness="soon"), "max_out_of_orderness"),
     (lambda s: s.pop("entity"), "entity"),
 ])
