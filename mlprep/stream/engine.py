@@ -25,8 +25,7 @@ ignored by everything but count, as in SQL.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -45,7 +44,6 @@ class BatchResult:
     emitted: pl.DataFrame  # keys, window, window_start, window_end, features, kind, watermark
     late: pl.DataFrame  # _pos, window, _t, reason
     watermark: int
-    emit_lag_ms: list[float] = field(default_factory=list)  # processing delay of each firing
 
 
 def _value_columns(spec: FeatureSpec) -> dict[str, set[str]]:
@@ -103,13 +101,11 @@ class _WindowState:
             if "max" in fns:
                 aggs.append(x.max().alias(f"{c}__max"))
             nn = pl.col(c).is_not_null()
-            for end, pick in (("first", "first"), ("last", "last")):
-                if end not in fns:
-                    continue
+            for end in fns & {"first", "last"}:  # by event time, then arrival; kept with their order
                 srt = [pl.col(T).filter(nn), pl.col(SEQ).filter(nn)]
-                aggs += [getattr(pl.col(c).filter(nn).sort_by(srt), pick)().alias(f"{c}__{end}"),
-                         getattr(pl.col(T).filter(nn).sort_by(srt), pick)().alias(f"{c}__{end}_t"),
-                         getattr(pl.col(SEQ).filter(nn).sort_by(srt), pick)().alias(f"{c}__{end}_s")]
+                for suffix, col in (("", c), ("_t", T), ("_s", SEQ)):
+                    e = pl.col(col).filter(nn).sort_by(srt)
+                    aggs.append((e.first() if end == "first" else e.last()).alias(f"{c}__{end}{suffix}"))
         return rows.group_by([*self.keys, START]).agg(aggs).with_columns(
             pl.lit(True).alias("_dirty"), pl.lit(False).alias("_emitted"))
 
@@ -400,12 +396,10 @@ class Aggregator:
 
     def _fire(self, late_parts: list[pl.DataFrame]) -> BatchResult:
         wm = self.watermark
-        t0 = time.perf_counter()
         outs = [o for o in (st.fire(wm, self.lateness) for st in self.states) if not o.is_empty()]
-        lag = (time.perf_counter() - t0) * 1000
         emitted = pl.concat(outs, how="diagonal_relaxed") if outs else pl.DataFrame()
         late = pl.concat(late_parts) if late_parts else pl.DataFrame()
-        return BatchResult(emitted, late, wm, [lag] if outs else [])
+        return BatchResult(emitted, late, wm)
 
     def open_windows(self) -> int:
         return sum(0 if st.acc is None else len(st.acc) for st in self.states)
