@@ -73,7 +73,7 @@ def test_labels_join_the_stream_offline_store(small_data, tmp_path):
     from tests.conftest import ROOT
 
     run_stream(ROOT / "conf" / "features" / "transactions.yaml", str(small_data.events), tmp_path / "s")
-    feats = pl.read_parquet(tmp_path / "s" / "offline" / "user_txn_features_1h_every5m" / "**" / "*.parquet",
+    feats = pl.read_parquet(tmp_path / "s" / "offline" / "user_txn_features_10m_every1m" / "**" / "*.parquet",
                             hive_partitioning=True).to_pandas()
     labels = pd.read_json(small_data.labels, lines=True)
     got = point_in_time_join(labels, feats, ["user_id"], ttl=pd.Timedelta(hours=2))
@@ -81,11 +81,11 @@ def test_labels_join_the_stream_offline_store(small_data, tmp_path):
     known = got.dropna(subset=["feature_time"])
     assert len(known) > 0.3 * len(got)  # 100 users over 7 days: many labels have no recent window
     assert (pd.to_datetime(known["feature_time"]) <= pd.to_datetime(known["ts"]).dt.tz_localize(None)).all()
-    # the window that ends at or before the label and starts an hour earlier: its count is exact
+    # the window that ends at or before the label and starts 10 minutes earlier: its count is exact
     row = known.iloc[len(known) // 2]
     ev = pd.read_json(small_data.events, lines=True)
     ev = ev[(ev.user_id == row.user_id) & ev.amount.apply(lambda a: isinstance(a, int | float) and a > 0)]
     ts = pd.to_datetime(ev.ts).dt.tz_localize(None)
     end = pd.Timestamp(row.feature_time)
-    n = ((ts >= end - pd.Timedelta(hours=1)) & (ts < end)).sum()
-    assert row["txn_count_1h_every5m"] == n
+    n = ((ts >= end - pd.Timedelta(minutes=10)) & (ts < end)).sum()
+    assert row["txn_count_10m_every1m"] == n

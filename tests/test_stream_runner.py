@@ -130,12 +130,12 @@ def test_backfill_equals_the_stream_final_values(small_data, tmp_path):
                         str(small_data.events), "--out", str(tmp_path / "bf")], capture_output=True, text=True, check=True)
     assert p.stdout.strip().endswith("summary.json")
     run_stream(SPEC, str(small_data.events), tmp_path / "st", block_bytes=5_000)
-    for group in ("user_txn_features_5m", "user_txn_features_1h_every5m", "user_txn_features_session10m"):
+    for group in ("user_txn_features_5m", "user_txn_features_10m_every1m", "user_txn_features_session10m"):
         dfs = []
         for d in ("bf", "st"):
             df = pl.read_parquet(tmp_path / d / "offline" / group / "**" / "*.parquet", hive_partitioning=True)
             df = df.sort("write_time").group_by(["user_id", "window_start"], maintain_order=True).last()
-            feats = [c for c in df.columns if c.endswith(("_5m", "_1h_every5m", "_session10m"))]
+            feats = [c for c in df.columns if c.endswith(("_5m", "_10m_every1m", "_session10m"))]
             dfs.append(df.select(["user_id", "window_start", *feats]).sort(["user_id", "window_start"]))
         a, b = dfs
         assert a.shape == b.shape

@@ -1,0 +1,75 @@
+"""Processing step: labels + offline-store features -> point-in-time-correct train / validation /
+test sets (CSV, label first, as SageMaker's built-in conventions expect).
+
+Runs in a SageMaker processing container (pandas, numpy, pyarrow) or locally with the same
+paths under ``--base-dir``:
+  <base>/input/labels/*.jsonl|*.parquet    labels: txn_id, user_id, ts, is_fraud
+  <base>/input/features/<group>/...        offline store: one folder per feature group
+  <base>/train|validation|test/data.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+try:  # mlprep installed (local runs), else the copy staged beside this script
+    from mlprep.features.pit import point_in_time_join, split_by_time
+except ImportError:  # pragma: no cover - inside the container
+    from pit import point_in_time_join, split_by_time
+
+LABEL = "is_fraud"
+
+
+def read_any(folder: Path, suffixes: tuple[str, ...] = (".jsonl", ".json", ".parquet", ".csv")) -> pd.DataFrame:
+    files = sorted(p for p in folder.rglob("*") if p.suffix in suffixes and not p.name.startswith(("_", ".")))
+    if not files:
+        raise SystemExit(f"no input files under {folder}")
+    parts = []
+    for p in files:
+        if p.suffix == ".parquet":
+            parts.append(pd.read_parquet(p))  # hive folders (year=...) are not features
+        elif p.suffix == ".csv":
+            parts.append(pd.read_csv(p))
+        elif p.suffix in (".jsonl", ".json"):
+            parts.append(pd.read_json(p, lines=True))
+    return pd.concat(parts, ignore_index=True)
+
+
+def build(base: Path, train_end: str, validation_end: str, ttl_hours: float) -> dict:
+    labels = read_any(base / "input" / "labels")
+    out = labels[["txn_id", "user_id", "ts", LABEL]].copy()
+    groups = sorted(p for p in (base / "input" / "features").iterdir() if p.is_dir())
+    for g in groups:
+        feats = read_any(g, (".parquet",))  # beside the data: feature_group.json
+        out = point_in_time_join(out, feats, ["user_id"], ttl=pd.Timedelta(hours=ttl_hours))
+        # how old the window is at the label's time: a count from 2 minutes ago means more
+        label_t = pd.to_datetime(out["ts"], utc=True).dt.tz_localize(None)
+        age = (label_t - pd.to_datetime(out["feature_time"])).dt.total_seconds()
+        out = out.drop(columns=["feature_time"]).assign(**{f"age_s_{g.name.split('_')[-1]}": age})
+    feature_cols = [c for c in out.columns if c not in ("txn_id", "user_id", "ts", LABEL)]
+    out = out.sort_values("ts", kind="stable")
+    splits = dict(zip(("train", "validation", "test"),
+                      split_by_time(out, "ts", train_end, validation_end), strict=True))
+    counts = {}
+    for name, df in splits.items():
+        d = base / name
+        d.mkdir(parents=True, exist_ok=True)
+        df[[LABEL, *feature_cols]].to_csv(d / "data.csv", index=False)
+        counts[name] = {"rows": len(df), "positives": int(df[LABEL].sum())}
+    report = {"features": feature_cols, "groups": [g.name for g in groups], "splits": counts}
+    (base / "train" / "features.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--base-dir", default="/opt/ml/processing")
+    ap.add_argument("--train-end", required=True)
+    ap.add_argument("--validation-end", required=True)
+    ap.add_argument("--ttl-hours", type=float, default=2.0)
+    a = ap.parse_args()
+    print(json.dumps(build(Path(a.base_dir), a.train_end, a.validation_end, a.ttl_hours)))
