@@ -96,7 +96,8 @@ def run_stream(spec: str | Path | dict | FeatureSpec, source: str, out: str | Pa
     else:  # a fresh run: this run's output only
         for d in ("offline", *SIDE):
             shutil.rmtree(out / d, ignore_errors=True)
-        (out / "online.sqlite").unlink(missing_ok=True)
+        for suffix in ("", "-wal", "-shm"):  # the database and its write-ahead log
+            (out / f"online.sqlite{suffix}").unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     sinks = _Sinks(out, spec)
     src = open_source(source, position, block_bytes)

@@ -102,6 +102,9 @@ class OnlineStore:
         self.path, self.spec = Path(path), spec
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.con = sqlite3.connect(self.path)
+        # a serving cache, rebuildable from the offline store: WAL without a sync per commit
+        self.con.execute("PRAGMA journal_mode=WAL")
+        self.con.execute("PRAGMA synchronous=NORMAL")
         for w in spec.windows:
             cols = ", ".join(f'"{c}"' for c in [*spec.entity, "event_time", *spec.feature_names(w)])
             self.con.execute(f'CREATE TABLE IF NOT EXISTS "{group_name(spec, w)}" ({cols},'
