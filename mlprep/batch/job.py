@@ -27,13 +27,7 @@ from tqdm.auto import tqdm
 from mlprep import logs
 from mlprep.batch import bookmarks, catalog, quality, transforms
 from mlprep.batch.config import JobConfig, Source, load_job
-from mlprep.batch.publish import (
-    LocalTable,
-    S3Table,
-    open_table,
-    table_location,
-    write_json_atomic,
-)
+from mlprep.batch.publish import open_table, table_location, write_json_atomic
 from mlprep.batch.transforms import Context, Relation
 from mlprep.duck import Engine, ident, lit
 from mlprep.errors import DataQualityError, ErrorThresholdExceeded, MlprepError
@@ -531,4 +525,4 @@ def read_output(path: str) -> Any:
     return ds.dataset(p, filesystem=fs, format="parquet", partitioning="hive", schema=schema).to_table().to_pandas()
 
 
-__all__ = ["LocalTable", "RunResult", "S3Table", "bookmark_set", "bookmark_show", "read_output", "run_job"]
+__all__ = ["RunResult", "bookmark_set", "bookmark_show", "bookmark_write", "read_output", "run_job"]
