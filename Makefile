@@ -8,9 +8,11 @@ DEMO   ?= demo
 
 .PHONY: demo test lint lock clean flink-venv
 
-$(STAMP): requirements.lock pyproject.toml
+$(VENV)/bin/uv:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check uv
+
+$(STAMP): requirements.lock pyproject.toml $(VENV)/bin/uv
 	$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.lock
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	touch $@
@@ -44,8 +46,8 @@ flink-venv: .venv-flink/.installed
 	touch $@
 
 ## lock: re-resolve requirements.lock from pyproject.toml
-lock:
-	uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+lock: $(VENV)/bin/uv
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .venv-flink runs $(DEMO)

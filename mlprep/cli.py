@@ -1,4 +1,5 @@
-"""The ``mlprep`` command line: ``mlprep data generate``, ``mlprep batch run|bookmark``."""
+"""The ``mlprep`` command line: ``data generate``, ``batch run|bookmark``, ``stream run|backfill``,
+``pipeline run|steps|upsert|start|describe``, ``registry``, ``endpoint``."""
 
 from __future__ import annotations
 
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"mlprep {__version__}")
     p.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines on stderr")
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
-    sub = p.add_subparsers(dest="group", required=True, metavar="{data,batch,stream}")
+    sub = p.add_subparsers(dest="group", required=True, metavar="{data,batch,stream,pipeline,registry,endpoint}")
 
     data = sub.add_parser("data", help="sample data").add_subparsers(dest="cmd", required=True)
     g = data.add_parser("generate", help="write the seeded card-payments data set",
@@ -148,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--source", required=True, help="JSON-lines file in arrival order")
     bf.add_argument("--out", required=True, help="output folder")
     bf.set_defaults(fn=cmd_stream_backfill)
+
+    from mlprep.pipeline.cli import add_commands
+
+    add_commands(sub)
     return p
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def _importance(bundle: dict, test: pd.DataFrame, y: np.ndarray) -> dict[str, fl
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--base-dir", default="/opt/ml/processing")
+    ap.add_argument("--base-dir", default=os.path.join(os.environ.get("MLPREP_OPT_ML", "/opt/ml"), "processing"))
     ap.add_argument("--threshold", type=float, default=0.5)
     a = ap.parse_args()
     b = Path(a.base_dir)

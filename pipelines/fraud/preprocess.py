@@ -4,6 +4,7 @@ test sets (CSV, label first, as SageMaker's built-in conventions expect).
 Runs in a SageMaker processing container (pandas, numpy, pyarrow) or locally with the same
 paths under ``--base-dir``:
   <base>/input/labels/*.jsonl|*.parquet    labels: txn_id, user_id, ts, is_fraud
+  <base>/input/transactions/**.parquet     curated batch output (optional): per-transaction features
   <base>/input/features/<group>/...        offline store: one folder per feature group
   <base>/train|validation|test/data.csv
 """
@@ -12,16 +13,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 
 import pandas as pd
 
-try:  # mlprep installed (local runs), else the copy staged beside this script
-    from mlprep.features.pit import point_in_time_join, split_by_time
-except ImportError:  # pragma: no cover - inside the container
+# /opt/ml in a container; the job's folder when mlprep runs the pipeline locally
+OPT_ML = Path(os.environ.get("MLPREP_OPT_ML", "/opt/ml"))
+# pit.py is staged by the pipeline as the "lib" input; mlprep's own copy when run by hand
+sys.path.insert(0, str(OPT_ML / "processing" / "input" / "lib"))
+try:
     from pit import point_in_time_join, split_by_time
+except ImportError:
+    from mlprep.features.pit import point_in_time_join, split_by_time
 
 LABEL = "is_fraud"
+# per-transaction features from the batch job's curated table (known at the label's time)
+TXN_FEATURES = ["amount", "hour", "day_of_week", "amount_z", "account_age_days"]
 
 
 def read_any(folder: Path, suffixes: tuple[str, ...] = (".jsonl", ".json", ".parquet", ".csv")) -> pd.DataFrame:
@@ -39,10 +48,36 @@ def read_any(folder: Path, suffixes: tuple[str, ...] = (".jsonl", ".json", ".par
     return pd.concat(parts, ignore_index=True)
 
 
-def build(base: Path, train_end: str, validation_end: str, ttl_hours: float) -> dict:
+def transaction_features(folder: Path) -> pd.DataFrame | None:
+    if not folder.is_dir() or not any(folder.rglob("*.parquet")):
+        return None
+    t = read_any(folder, (".parquet",))
+    signup = pd.to_datetime(t["signup_date"], errors="coerce")
+    t["account_age_days"] = (pd.to_datetime(t["ts"]) - signup).dt.total_seconds() / 86400
+    return t[["txn_id", *TXN_FEATURES]].drop_duplicates("txn_id")
+
+
+def build(base: Path, train_end: str, validation_end: str, ttl_hours: float, feature_groups: str = "all") -> dict:
+    """Write the three splits; ``feature_groups`` is ``all``, ``none`` or comma-separated group
+    names (the stream's window groups to use)."""
     labels = read_any(base / "input" / "labels")
     out = labels[["txn_id", "user_id", "ts", LABEL]].copy()
-    groups = sorted(p for p in (base / "input" / "features").iterdir() if p.is_dir())
+    txn = transaction_features(base / "input" / "transactions")
+    if txn is not None:
+        out = out.merge(txn, on="txn_id", how="left", validate="many_to_one")
+    feature_root = base / "input" / "features"
+    available = sorted(p for p in feature_root.iterdir() if p.is_dir()) if feature_root.is_dir() else []
+    if feature_groups == "all":
+        groups = available
+    elif feature_groups in ("none", ""):
+        groups = []
+    else:
+        wanted = [g.strip() for g in feature_groups.split(",") if g.strip()]
+        missing = sorted(set(wanted) - {g.name for g in available})
+        if missing:
+            raise SystemExit(f"--feature-groups: no feature group {', '.join(missing)} under {feature_root} "
+                             f"(available: {', '.join(g.name for g in available)})")
+        groups = [g for g in available if g.name in wanted]
     for g in groups:
         feats = read_any(g, (".parquet",))  # beside the data: feature_group.json
         out = point_in_time_join(out, feats, ["user_id"], ttl=pd.Timedelta(hours=ttl_hours))
@@ -60,16 +95,18 @@ def build(base: Path, train_end: str, validation_end: str, ttl_hours: float) -> 
         d.mkdir(parents=True, exist_ok=True)
         df[[LABEL, *feature_cols]].to_csv(d / "data.csv", index=False)
         counts[name] = {"rows": len(df), "positives": int(df[LABEL].sum())}
-    report = {"features": feature_cols, "groups": [g.name for g in groups], "splits": counts}
+    report = {"features": feature_cols, "groups": [g.name for g in groups], "splits": counts,
+              "transaction_features": txn is not None}
     (base / "train" / "features.json").write_text(json.dumps(report, indent=2))
     return report
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--base-dir", default="/opt/ml/processing")
+    ap.add_argument("--base-dir", default=str(OPT_ML / "processing"))
     ap.add_argument("--train-end", required=True)
     ap.add_argument("--validation-end", required=True)
     ap.add_argument("--ttl-hours", type=float, default=2.0)
+    ap.add_argument("--feature-groups", default="all", help="all, none, or comma-separated group names")
     a = ap.parse_args()
-    print(json.dumps(build(Path(a.base_dir), a.train_end, a.validation_end, a.ttl_hours)))
+    print(json.dumps(build(Path(a.base_dir), a.train_end, a.validation_end, a.ttl_hours, a.feature_groups)))
