@@ -150,7 +150,7 @@ class Executor:
         eid = execution_id or secrets.token_hex(6)
         ex = Execution(self.pipeline, eid, self.home / "executions" / self.pipeline / eid, parameters=values)
         for b in staging.read_sidecar(self.path):  # the code this definition was built with
-            self.storage.put_bytes(b.uri, b.data)
+            self.storage.put_if_changed(b.uri, b.data)
         start = datetime.now(UTC)
         exec_vars = {"PipelineExecutionId": eid, "PipelineExecutionArn": ex.arn, "PipelineName": self.pipeline,
                      "PipelineArn": ex.describe()["PipelineArn"], "StartDateTime": start.isoformat(),

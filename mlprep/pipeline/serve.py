@@ -105,7 +105,14 @@ def make_server(model: Model, host: str = "127.0.0.1", port: int = 0,
                 self._error(411, "Content-Length is required")
                 return
             if n > max_bytes:
-                self.close_connection = True  # the body is not read
+                # drain a moderately oversized body so the client reads the answer, not a reset
+                left = n if n <= 16 * max_bytes else 0
+                while left > 0:
+                    chunk = self.rfile.read(min(left, 1 << 20))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+                self.close_connection = True
                 self._error(413, f"payload of {n} bytes exceeds the limit of {max_bytes} bytes")
                 return
             body = self.rfile.read(n)

@@ -76,6 +76,16 @@ class Storage:
         except Exception as e:  # botocore raises many kinds; all are a failed service call here
             raise StorageError(f"put {uri}: {e}") from e
 
+    def put_if_changed(self, uri: str, data: bytes) -> bool:
+        """Write unless the object already holds ``data`` (keeps its version, so caches hold)."""
+        try:
+            if self.get_bytes(uri) == data:
+                return False
+        except (FileNotFoundError, StorageError):
+            pass
+        self.put_bytes(uri, data)
+        return True
+
     def get_bytes(self, uri: str) -> bytes:
         if uri.startswith("file://") or uri.startswith("/"):
             return Path(uri.removeprefix("file://")).read_bytes()

@@ -229,3 +229,21 @@ def get_pipeline(
     return Pipeline(name=pipeline_name, parameters=parameters,
                     steps=[step_preprocess, step_train, step_eval, step_check], sagemaker_session=session)
 
+
+
+def stage_inputs(storage, labels: Path, transactions: Path | None, features: Path,
+                 default_bucket: str = DEFAULT_BUCKET, base_job_prefix: str = BASE_JOB_PREFIX) -> dict[str, str]:
+    """Put the demo's inputs where the parameters' defaults point: labels (a file or folder), the
+    batch job's curated table and the stream's offline store. Returns {parameter: uri}."""
+    root = f"s3://{default_bucket}/{base_job_prefix}/input"
+    uris = {"LabelsUri": f"{root}/labels/", "FeaturesUri": f"{root}/features/"}
+    labels = Path(labels)
+    if labels.is_file():
+        storage.put_bytes(f"{root}/labels/{labels.name}", labels.read_bytes())
+    else:
+        storage.upload(labels, uris["LabelsUri"])
+    storage.upload(Path(features), uris["FeaturesUri"])
+    if transactions is not None:
+        uris["TransactionsUri"] = f"{root}/transactions/"
+        storage.upload(Path(transactions), uris["TransactionsUri"])
+    return uris
