@@ -49,10 +49,15 @@ def upsert(definition: str | Path, name: str, role: str, endpoint_url: str | Non
     args: dict[str, Any] = {"PipelineName": name, "PipelineDefinition": text, "RoleArn": role}
     if description:
         args["PipelineDescription"] = description
+    from botocore.exceptions import ClientError
+
     try:
         sm.describe_pipeline(PipelineName=name)
         exists = True
-    except sm.exceptions.ResourceNotFound:
+    except ClientError as e:  # AWS says ResourceNotFound; moto says ValidationException
+        err = e.response.get("Error", {})
+        if err.get("Code") != "ResourceNotFound" and "could not find" not in err.get("Message", "").lower():
+            raise
         exists = False
     arn = (sm.update_pipeline(**args) if exists else sm.create_pipeline(**args))["PipelineArn"]
     return {"PipelineArn": arn, "Created": not exists, "CodeUploaded": uploaded}
