@@ -102,3 +102,32 @@ def test_stream_notebook_runs_headless_with_papermill(small_data, tmp_path):
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
     assert summary["events"] == 3000 and summary["dead_letters"] > 0
     assert (tmp_path / "chk" / "_latest").exists()
+
+
+def test_train_deploy_notebook_runs_headless_with_papermill(small_data, tmp_path):
+    from mlprep.batch.job import run_job
+    from mlprep.stream.runner import run_stream
+
+    run_job(JOB, {"data_dir": str(small_data.out_dir), "out_dir": str(tmp_path / "out")}, progress=False)
+    run_stream(ROOT / "conf" / "features" / "transactions.yaml", str(small_data.events), tmp_path / "s",
+               progress=False)
+    out_nb = tmp_path / "03.ipynb"
+    home = tmp_path / "home"
+    pm.execute_notebook(str(ROOT / "notebooks" / "03_train_deploy.ipynb"), str(out_nb), parameters={
+        "labels": str(small_data.labels), "transactions": str(tmp_path / "out" / "curated" / "transactions"),
+        "features": str(tmp_path / "s" / "offline"), "home": str(home), "definition": str(tmp_path / "def.json"),
+        "auc_threshold": 0.0, "max_iter": 30, "keep_endpoint": False},
+        cwd=str(ROOT / "notebooks"), progress_bar=False, kernel_name="python3")
+    nb = nbformat.read(out_nb, as_version=4)
+    images = sum(1 for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
+    assert images >= 3  # DAG, ROC/PR + confusion, importances
+    result = json.loads((home / "result.json").read_text())
+    assert result["status"] == "Succeeded" and result["model_package"].endswith("mlprep-fraud-models/1")
+    steps = json.loads((home / "executions" / "mlprep-fraud" / result["execution_id"] / "steps.json").read_text())
+    assert len(steps["PipelineExecutionSteps"]) == 8
+    check = result["endpoint"]
+    assert check["stopped"] and len(check["predictions"]) == check["rows"] > 0
+    assert all(0 <= p <= 1 for p in check["predictions"])
+    from mlprep.pipeline.registry import Registry
+
+    assert Registry(home).endpoints() == []

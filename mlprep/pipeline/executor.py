@@ -192,9 +192,11 @@ class Executor:
         return ex
 
     def _say(self, text: str) -> None:
-        log.info(text)
-        if self.progress:
+        if self.progress:  # the terminal line; the log record only when nothing is printed
             print(text, file=sys.stderr, flush=True)
+            log.debug(text)
+        else:
+            log.info(text)
 
     def _runnable(self, step: definition.Step, ex: Execution, outcomes: dict[str, bool]) -> bool:
         if step.branch and outcomes.get(step.branch[0]) is not step.branch[1]:

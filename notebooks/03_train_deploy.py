@@ -1,0 +1,154 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Train and deploy (SageMaker Pipelines, run locally)
+#
+# The fraud pipeline in `pipelines/fraud/pipeline.py` is built with the official `sagemaker`
+# SDK — offline, byte for byte the definition SageMaker would get — and that JSON definition is
+# executed here, without Docker or an AWS account: point-in-time join of labels with the batch
+# table and the stream's offline store, training, evaluation, a condition on test ROC AUC,
+# registration, and a local endpoint. Headless:
+# `papermill notebooks/03_train_deploy.ipynb out.ipynb -p labels FILE -p features DIR -p transactions DIR`.
+
+# %% tags=["parameters"]
+labels: str = "../demo/data/labels.jsonl"  # labels file (txn_id, user_id, ts, is_fraud)
+transactions: str = "../demo/out/curated/transactions"  # curated table of the batch job (empty: none)
+features: str = "../demo/out/stream/offline"  # offline store of the stream (one folder per group)
+home: str = "../demo/out/pipeline"  # executor folder: local S3, executions, registry
+definition: str = "../demo/out/pipeline/mlprep-fraud.json"  # where the definition is written
+feature_groups: str = "all"  # stream feature groups to train with: all, none, or names
+auc_threshold: float = 0.6  # the condition's threshold on test ROC AUC
+max_iter: int = 100
+learning_rate: float = 0.05
+deploy_check_rows: int = 5  # test rows sent to the endpoint
+keep_endpoint: bool = True  # leave the local endpoint running (mlprep endpoint stop NAME)
+
+# %%
+import io
+import json
+import sys
+import urllib.request
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+ROOT = Path.cwd().resolve().parent
+sys.path.insert(0, str(ROOT))
+from mlprep.pipeline import plots
+from mlprep.pipeline.definition import load
+from mlprep.pipeline.executor import Executor
+from mlprep.pipeline.registry import Registry
+from mlprep.pipeline.storage import Storage
+from pipelines.fraud.pipeline import PIPELINE_NAME, stage_inputs
+from pipelines.get_pipeline_definition import write
+
+for name, value in (("labels", labels), ("features", features), ("transactions", transactions)):
+    if name == "transactions" and not value:
+        continue
+    if not Path(value).exists():
+        raise FileNotFoundError(f"parameter {name}: {value} does not exist (run notebooks 01 and 02 first)")
+
+# %% [markdown]
+# ## The definition, from the SDK
+
+# %%
+path = write(Path(definition))
+pipeline_def = load(path)
+pd.DataFrame([{"step": s.name, "type": s.type, "after": ", ".join(sorted(s.upstream)),
+               "branch": f"{s.branch[0]}: {'if' if s.branch[1] else 'else'}" if s.branch else ""}
+              for s in (pipeline_def.steps[n] for n in pipeline_def.order)])
+
+# %% [markdown]
+# ## Run it locally
+
+# %%
+storage = Storage(root=Path(home) / "s3")
+inputs = stage_inputs(storage, Path(labels), Path(transactions) if transactions else None, Path(features))
+execution = Executor(path, home=home, pipeline_name=PIPELINE_NAME).run({
+    "FeatureGroups": feature_groups, "AucThreshold": auc_threshold, "MaxIter": max_iter,
+    "LearningRate": learning_rate})
+print(execution.status, execution.failure or "")
+steps = execution.list_steps()["PipelineExecutionSteps"]
+pd.DataFrame(steps)[["StepName", "StepStatus", "AttemptCount", "Seconds"]].assign(
+    cache_hit=[bool(s.get("CacheHitResult")) for s in steps])
+
+# %%
+plots.dag(pipeline_def, steps)
+plt.show()
+
+# %% [markdown]
+# ## Evaluation
+
+# %%
+props = execution.properties
+eval_uri = props["EvaluateFraudModel"]["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"]
+evaluation = json.loads(storage.get_bytes(eval_uri + "/evaluation.json"))
+metrics = evaluation["binary_classification_metrics"]
+pd.Series({k: metrics[k]["value"] for k in ("roc_auc", "pr_auc", "precision", "recall")}).to_frame("test")
+
+# %%
+fig = plt.figure(figsize=(14, 4))
+axes = [fig.add_subplot(1, 3, i) for i in (1, 2, 3)]
+plots.roc_pr(evaluation, axes[:2])
+plots.confusion(evaluation, axes[2])
+plt.tight_layout()
+plt.show()
+
+# %%
+plots.importances(evaluation)
+plt.show()
+
+# %% [markdown]
+# ## Registry and endpoint
+
+# %%
+registry = Registry(home)
+pd.DataFrame([{"package": p["Name"], "status": p["ModelApprovalStatus"], "created": p["CreationTime"],
+               "roc_auc": p["Metrics"].get("binary_classification_metrics", {}).get("roc_auc", {}).get("value")}
+              for p in registry.packages()])
+
+# %%
+endpoint_check = {}
+if execution.status == "Succeeded":
+    endpoint = registry.endpoint("mlprep-fraud-endpoint")
+    test_uri = next(o["S3Output"]["S3Uri"] for o in props["PreprocessFraudData"]["ProcessingOutputConfig"]["Outputs"]
+                    if o["OutputName"] == "test")
+    test = pd.read_csv(io.BytesIO(storage.get_bytes(test_uri + "/data.csv")))
+    sample = pd.concat([test[test.is_fraud == 1].head(deploy_check_rows), test[test.is_fraud == 0].head(deploy_check_rows)])
+    req = urllib.request.Request(endpoint["Url"] + "/invocations", method="POST",
+                                 data=sample.drop(columns="is_fraud").to_csv(index=False, header=False).encode(),
+                                 headers={"Content-Type": "text/csv", "Accept": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        predictions = json.loads(r.read())["predictions"]
+    endpoint_check = {"url": endpoint["Url"], "rows": len(sample), "predictions": predictions}
+    display(sample[["is_fraud"]].assign(p_fraud=predictions))
+    if not keep_endpoint:
+        from mlprep.pipeline import serve
+
+        serve.stop(int(endpoint["Pid"]))
+        registry.delete_endpoint(endpoint["EndpointName"])
+        endpoint_check["stopped"] = True
+endpoint_check.get("url")
+
+# %%
+# what the stage hands on (the notebook runner reads it)
+result = {"execution_id": execution.id, "status": execution.status, "failure": execution.failure,
+          "metrics": {k: metrics[k]["value"] for k in ("roc_auc", "pr_auc", "precision", "recall")},
+          "model_package": props.get("RegisterFraudModel", {}).get("ModelPackageArn"),
+          "definition": str(path), "endpoint": endpoint_check}
+(Path(home) / "result.json").write_text(json.dumps(result, indent=2))
+result
