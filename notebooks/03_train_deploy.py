@@ -45,6 +45,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from IPython.display import display
 
 ROOT = Path.cwd().resolve().parent
 sys.path.insert(0, str(ROOT))
