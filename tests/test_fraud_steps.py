@@ -62,10 +62,12 @@ def test_preprocess_train_evaluate_and_serve(workdir):
 
     bundle = inference.model_fn(str(d / "model"))
     feats = bundle["features"]
-    df = inference.input_fn(",".join("1" for _ in feats), "text/csv", feats)
+    df = inference.input_fn(",".join("1" for _ in feats), "text/csv")
     body, ctype = inference.output_fn(inference.predict_fn(df, bundle), "application/json")
     assert ctype == "application/json" and 0 <= json.loads(body)["predictions"][0] <= 1
     with pytest.raises(inference.PayloadError, match="expected"):
-        inference.input_fn("1,2", "text/csv", feats)
+        inference.predict_fn(inference.input_fn("1,2", "text/csv"), bundle)
+    with pytest.raises(inference.PayloadError, match="missing features"):
+        inference.predict_fn(inference.input_fn('[{"txn_count_5m": 1}]', "application/json"), bundle)
     with pytest.raises(inference.PayloadError, match="unsupported content type"):
-        inference.input_fn("x", "application/xml", feats)
+        inference.input_fn("x", "application/xml")

@@ -73,13 +73,15 @@ def test_killed_job_is_retried_by_policy_and_downstream_waits(tmp_path):
 
 def test_algorithm_errors_are_not_retried_and_dependents_do_not_run(tmp_path):
     retry = {"ExceptionType": ["SageMaker.JOB_INTERNAL_ERROR"], "IntervalSeconds": 0, "MaxAttempts": 5}
-    d = _write(tmp_path, "fails", FAILS, [_processing("A", "s3://bkt/code/s.py", [], retry=retry),
+    d = _write(tmp_path, "fails", FAILS, [_processing("A", "s3://bkt/code/s.py", ["--api-token", "s3cr3t-v"],
+                                                      retry=retry),
                                           _processing("B", "s3://bkt/code/s.py", [], depends=["A"])])
     ex = Executor(d, home=tmp_path / "home", progress=False).run()
     assert ex.status == "Failed" and ex.failure == "Step A failed: AlgorithmError: exit code 3"
     steps = ex.list_steps()["PipelineExecutionSteps"]
     assert [(s["StepName"], s["StepStatus"], s["AttemptCount"]) for s in steps] == [("A", "Failed", 1)]
-    assert "about to fail" in (ex.folder / "logs" / "A.log").read_text()
+    logged = (ex.folder / "logs" / "A.log").read_text()
+    assert "about to fail" in logged and "--api-token ***" in logged and "s3cr3t-v" not in logged
 
 
 def test_max_runtime_stops_the_job(tmp_path):

@@ -113,6 +113,14 @@ def test_registry_holds_the_version_with_metrics_and_checks_artifacts(ws):
         reg.package("mlprep-fraud-models")
     subprocess.run([*cli, "approve", "mlprep-fraud-models/1", "--home", str(home)], check=True, capture_output=True)
     assert reg.package("mlprep-fraud-models")["ModelApprovalStatus"] == "Approved"
+    # `mlprep endpoint serve GROUP` serves its latest approved version
+    info = serve.start_background(home, "mlprep-fraud-models", d / "serve-pkg.log")
+    try:
+        assert info["model"] == "mlprep-fraud-models/1"
+        with urllib.request.urlopen(info["url"] + "/ping", timeout=10) as r:
+            assert r.status == 200
+    finally:
+        serve.stop(int(info["pid"]))
     # a tampered artifact is refused before anything is unpickled
     art = reg.root / "artifacts" / pkg["Artifacts"]["model"]["sha256"]
     original = art.read_bytes()

@@ -86,12 +86,32 @@ def tail(path: Path, lines: int = 25) -> str:
         return ""
 
 
+def _masked(cmd: list[str]) -> list[str]:
+    """The command as logged: values of secret-looking flags (``--db-password X``, ``token=X``) masked."""
+    from mlprep.logs import SECRET
+
+    out, hide = [], False
+    for arg in cmd:
+        if hide:
+            out.append("***")
+            hide = False
+        elif arg.startswith("-") and SECRET.search(arg):
+            name, eq, _ = arg.partition("=")
+            out.append(f"{name}=***" if eq else arg)
+            hide = not eq
+        elif "=" in arg and SECRET.search(arg.split("=", 1)[0]):
+            out.append(arg.split("=", 1)[0] + "=***")
+        else:
+            out.append(arg)
+    return out
+
+
 def run_command(cmd: list[str], env: dict[str, str], cwd: Path, log: Path, timeout: float | None,
                 failure_file: Path | None = None) -> None:
     """Run to completion with stdout and stderr in ``log``; raise ``JobFailed`` otherwise."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        out.write(f"$ {' '.join(cmd)}\n".encode())
+        out.write(f"$ {' '.join(_masked(cmd))}\n".encode())
         out.flush()
         try:
             proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
