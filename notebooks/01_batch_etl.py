@@ -39,6 +39,7 @@ import pandas as pd
 from mlprep.batch import plots
 from mlprep.batch.job import read_output, run_job
 from mlprep.datasets.payments import generate
+from mlprep.notebooks import outputs
 
 if not (Path(data_dir) / "transactions.jsonl").exists():
     generate(data_dir, rows=rows, seed=seed)
@@ -54,6 +55,7 @@ pd.DataFrame([summary["rows"]])
 
 # %%
 plots.row_accounting(summary)
+outputs.figure(plt.gcf(), "row_accounting")
 plt.show()
 pd.Series(summary["quarantine"]["by_reason"], name="quarantined records").to_frame()
 
@@ -83,6 +85,7 @@ df.head()
 
 # %%
 plots.quality_outcomes(summary["quality"])
+outputs.figure(plt.gcf(), "data_quality")
 plt.show()
 pd.DataFrame(summary["quality"]["rules"])[["rule", "severity", "passed", "metric"]]
 
@@ -93,6 +96,8 @@ pd.DataFrame(summary["quality"]["rules"])[["rule", "severity", "passed", "metric
 summary.get("catalog", {}).get("drift") or "no schema drift"
 
 # %%
-# outputs for the next stage (picked up by the runner)
-batch_outputs = {"summary": result.summary_path, "curated": summary["output"]["path"], "rows": summary["rows"]}
-batch_outputs
+# outputs for the next stage (mlprep run passes them on)
+outputs.save({"curated": summary["output"]["path"], "run_summary": str(result.summary_path),
+              "summary": {"rows": summary["rows"], "quality": {
+                  "passed": sum(r["passed"] for r in summary["quality"]["rules"]),
+                  "rules": len(summary["quality"]["rules"])}}})

@@ -39,6 +39,7 @@ import pandas as pd
 import polars as pl
 
 from mlprep.datasets.payments import generate
+from mlprep.notebooks import outputs
 from mlprep.stream import plots
 from mlprep.stream.runner import run_stream
 from mlprep.stream.spec import load_spec
@@ -61,6 +62,7 @@ offline = pl.read_parquet(Path(out_dir) / "offline" / group / "**" / "*.parquet"
 top_users = offline.group_by("user_id").agg(pl.col(f"txn_count_{w}").sum()).sort(
     f"txn_count_{w}", descending=True)["user_id"].head(3).to_list()
 plots.features_over_time(out_dir, group, [f"txn_count_{w}", f"amount_sum_{w}"], top_users)
+outputs.figure(plt.gcf(), "features_over_time")
 plt.show()
 
 # %% [markdown]
@@ -84,7 +86,8 @@ store.close()
 latest
 
 # %%
-# outputs for the next stage (picked up by the runner)
-stream_outputs = {"offline_store": str(Path(out_dir) / "offline"), "feature_groups": summary["feature_groups"],
-                  "features": len(feature_spec.feature_names()), "summary": str(Path(out_dir) / "summary.json")}
-stream_outputs
+# outputs for the next stage (mlprep run passes them on)
+outputs.save({"offline": str(Path(out_dir) / "offline"), "feature_groups": summary["feature_groups"],
+              "run_summary": str(Path(out_dir) / "summary.json"),
+              "summary": {"features": len(feature_spec.feature_names()), "stream": {
+                  k: summary[k] for k in ("events", "dead_letters", "late", "emitted", "events_per_s")}}})

@@ -35,6 +35,7 @@ max_iter: int = 100
 learning_rate: float = 0.05
 deploy_check_rows: int = 5  # test rows sent to the endpoint
 keep_endpoint: bool = True  # leave the local endpoint running (mlprep endpoint stop NAME)
+compare_without_stream: bool = True  # also train without the stream window features (up to evaluation)
 
 # %%
 import io
@@ -49,6 +50,7 @@ from IPython.display import display
 
 ROOT = Path.cwd().resolve().parent
 sys.path.insert(0, str(ROOT))
+from mlprep.notebooks import outputs
 from mlprep.pipeline import plots
 from mlprep.pipeline.definition import load
 from mlprep.pipeline.executor import Executor
@@ -89,6 +91,7 @@ pd.DataFrame(steps)[["StepName", "StepStatus", "AttemptCount", "Seconds"]].assig
 
 # %%
 plots.dag(pipeline_def, steps)
+outputs.figure(plt.gcf(), "pipeline_dag")
 plt.show()
 
 # %% [markdown]
@@ -101,16 +104,31 @@ evaluation = json.loads(storage.get_bytes(eval_uri + "/evaluation.json"))
 metrics = evaluation["binary_classification_metrics"]
 pd.Series({k: metrics[k]["value"] for k in ("roc_auc", "pr_auc", "precision", "recall")}).to_frame("test")
 
+# %% [markdown]
+# What the stream's window features are worth: the same pipeline up to evaluation, without them
+# (`FeatureGroups=none`: the batch table's per-transaction features only). Not registered, not deployed.
+
 # %%
+baseline = None
+if compare_without_stream:
+    without = Executor(path, home=home, pipeline_name=PIPELINE_NAME, progress=False).run(
+        {"FeatureGroups": "none", "MaxIter": max_iter, "LearningRate": learning_rate}, until="EvaluateFraudModel")
+    if without.status == "Succeeded":
+        uri = without.properties["EvaluateFraudModel"]["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"]
+        baseline = json.loads(storage.get_bytes(uri + "/evaluation.json"))
 fig = plt.figure(figsize=(14, 4))
 axes = [fig.add_subplot(1, 3, i) for i in (1, 2, 3)]
-plots.roc_pr(evaluation, axes[:2])
+plots.roc_pr(evaluation, axes[:2], label="with stream features")
+if baseline:
+    plots.roc_pr(baseline, axes[:2], label="without stream features")
 plots.confusion(evaluation, axes[2])
 plt.tight_layout()
+outputs.figure(fig, "roc_pr_confusion")
 plt.show()
 
 # %%
 plots.importances(evaluation)
+outputs.figure(plt.gcf(), "feature_importance")
 plt.show()
 
 # %% [markdown]
@@ -146,10 +164,16 @@ if execution.status == "Succeeded":
 endpoint_check.get("url")
 
 # %%
-# what the stage hands on (the notebook runner reads it)
-result = {"execution_id": execution.id, "status": execution.status, "failure": execution.failure,
-          "metrics": {k: metrics[k]["value"] for k in ("roc_auc", "pr_auc", "precision", "recall")},
-          "model_package": props.get("RegisterFraudModel", {}).get("ModelPackageArn"),
-          "definition": str(path), "endpoint": endpoint_check}
-(Path(home) / "result.json").write_text(json.dumps(result, indent=2))
-result
+# what the stage hands on (mlprep run passes it on; by hand it goes to HOME/result.json)
+test_metrics = {k: metrics[k]["value"] for k in ("roc_auc", "pr_auc", "precision", "recall")}
+result = outputs.save({
+    "execution_id": execution.id, "status": execution.status, "failure": execution.failure,
+    "metrics": test_metrics, "model_package": props.get("RegisterFraudModel", {}).get("ModelPackageArn"),
+    "definition": str(path), "endpoint": endpoint_check,
+    "summary": {"metrics": {
+        "auc_with_stream_features": test_metrics["roc_auc"],
+        "auc_without_stream_features": baseline["binary_classification_metrics"]["roc_auc"]["value"] if baseline else None,
+        "pr_auc": test_metrics["pr_auc"], "precision": test_metrics["precision"], "recall": test_metrics["recall"]},
+        "model_package": props.get("RegisterFraudModel", {}).get("ModelPackageArn"), "endpoint": endpoint_check},
+}, default=Path(home) / "result.json")
+result["summary"]

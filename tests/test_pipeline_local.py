@@ -207,6 +207,12 @@ def test_second_run_hits_the_cache_and_new_data_does_not(ws):
     finally:
         storage.put_bytes("s3://mlprep-demo/mlprep-fraud/input/labels/labels.jsonl", labels)
     assert len(Registry(home).packages("mlprep-fraud-models")) == 4
+    # --until: up to evaluation only (a candidate compared, not registered or deployed)
+    ex4 = Executor(d / "def" / "mlprep-fraud.json", home=home, progress=False).run(
+        {"FeatureGroups": "none"}, until="EvaluateFraudModel")
+    assert ex4.status == "Succeeded"
+    assert list(_steps(ex4)) == ["PreprocessFraudData", "TrainFraudModel", "EvaluateFraudModel"]
+    assert len(Registry(home).packages("mlprep-fraud-models")) == 4
 
 
 def _cli_run(d, home, *params):

@@ -24,7 +24,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.s3_root and a.s3_endpoint:
         raise ConfigError("--s3-root", "give --s3-root or --s3-endpoint, not both")
     ex = Executor(a.definition, home=a.home, s3_root=a.s3_root, s3_endpoint=a.s3_endpoint,
-                  pipeline_name=a.pipeline_name, progress=not a.quiet).run(_params(a.param), a.execution_id)
+                  pipeline_name=a.pipeline_name, progress=not a.quiet).run(_params(a.param), a.execution_id,
+                                                                           until=a.until)
     if ex.status != "Succeeded":
         print(f"error: execution {ex.id} {ex.status}: {ex.failure}", file=sys.stderr)
     print(ex.folder / "execution.json")
@@ -139,6 +140,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--s3-endpoint", help="a real S3 API instead of a folder (e.g. http://127.0.0.1:5000)")
     r.add_argument("--pipeline-name", help="name of the pipeline (default: the file's stem)")
     r.add_argument("--execution-id", help="execution id (default: random)")
+    r.add_argument("--until", metavar="STEP", help="run only STEP and the steps it depends on")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
     r.set_defaults(fn=cmd_run)
     s = pipe.add_parser("steps", help="step statuses of a local execution (ListPipelineExecutionSteps)")

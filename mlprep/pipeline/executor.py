@@ -145,8 +145,12 @@ class Executor:
             raise ConfigError("--pipeline-name", f"{self.pipeline!r}: letters, digits and hyphens only")
         self.progress = progress
 
-    def run(self, parameters: dict[str, Any] | None = None, execution_id: str | None = None) -> Execution:
+    def run(self, parameters: dict[str, Any] | None = None, execution_id: str | None = None,
+            until: str | None = None) -> Execution:
+        """Execute; ``until`` runs only that step and the steps it depends on (e.g. to compare
+        candidates up to evaluation without registering or deploying them)."""
         values = self.definition.resolve_parameters(parameters or {})
+        wanted = self._closure(until) if until else None
         eid = execution_id or secrets.token_hex(6)
         ex = Execution(self.pipeline, eid, self.home / "executions" / self.pipeline / eid, parameters=values)
         for b in staging.read_sidecar(self.path):  # the code this definition was built with
@@ -161,6 +165,8 @@ class Executor:
         total = len(self.definition.order)
         for i, name in enumerate(self.definition.order, 1):
             step = self.definition.steps[name]
+            if wanted is not None and name not in wanted:
+                continue
             if not self._runnable(step, ex, outcomes):
                 continue
             ctx.execution["CurrentDateTime"] = datetime.now(UTC).isoformat()
@@ -190,6 +196,17 @@ class Executor:
         ex.ended = _now()
         ex.save()
         return ex
+
+    def _closure(self, step: str) -> set[str]:
+        if step not in self.definition.steps:
+            raise ConfigError("--until", f"no step {step!r} (steps: {', '.join(self.definition.order)})")
+        out, todo = set(), [step]
+        while todo:
+            n = todo.pop()
+            if n not in out:
+                out.add(n)
+                todo += self.definition.steps[n].upstream
+        return out
 
     def _say(self, text: str) -> None:
         if self.progress:  # the terminal line; the log record only when nothing is printed

@@ -1,0 +1,265 @@
+"""One notebook executed by papermill in a child process, watched by the parent.
+
+The child (``python -m mlprep.notebooks.execute JOB.json``) parameterizes and runs the notebook
+and reports on stdout, one JSON object per line: ``start`` (cells), ``cell`` (n), ``out``
+(text the notebook printed), ``end`` (ok, error, cell). The parent (``run``) shows progress
+(stage, cell n of m, elapsed), streams the output to the terminal and the stage's log, enforces
+the stage timeout by ending the child's whole process tree (kernel included), and tells a dead
+kernel, a timeout, a failing cell and a crashed child apart.
+
+Secrets (parameters whose name looks like one) never reach the notebook file: the injected cell
+reads them from the kernel's environment, and any printed copy of their value is replaced by
+``***`` in the log, the terminal and the executed notebook.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MASK = "***"
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    kind: str  # ok | error | dead_kernel | timeout | crashed
+    error: str = ""
+    cell: int | None = None
+    cells: int = 0
+    seconds: float = 0.0
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for s in secrets:
+        if s:
+            text = text.replace(s, MASK)
+    return text
+
+
+# --- child -------------------------------------------------------------------------------------
+def _emit(**event: Any) -> None:
+    sys.__stdout__.write(json.dumps(event) + "\n")
+    sys.__stdout__.flush()
+
+
+class _Relay(logging.Handler):
+    """papermill's log (cell starts, outputs) -> events and the stage log."""
+
+    def __init__(self, log, secrets: list[str]) -> None:
+        super().__init__()
+        self.log, self.secrets = log, secrets
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        m = re.match(r"Executing Cell (\d+)-", msg)
+        if m:
+            _emit(e="cell", n=int(m.group(1)))
+            return
+        if msg.startswith(("Ending Cell", "Executing notebook with kernel", "Input Notebook", "Output Notebook",
+                           "Working directory", "Executing:")):
+            return
+        text = _scrub(msg, self.secrets)
+        self.log.write(text if text.endswith("\n") else text + "\n")
+        self.log.flush()
+        _emit(e="out", text=text)
+
+
+def child(job_path: str) -> int:
+    import nbformat
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+    from papermill.parameterize import parameterize_notebook
+
+    job = json.loads(Path(job_path).read_text())
+    secret_names = job.get("secrets", [])
+    secret_values = [os.environ.get(f"MLPREP_SECRET_{n.upper()}", "") for n in secret_names]
+    params = dict(job["parameters"])
+    for n in secret_names:  # a placeholder, swapped for an environment lookup below
+        params[n] = f"@@MLPREP_SECRET_{n.upper()}@@"
+    nb = nbformat.read(job["input"], as_version=4)
+    nb = parameterize_notebook(nb, params, report_mode=False)
+    for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            for n in secret_names:
+                cell.source = re.sub(rf"(['\"])@@MLPREP_SECRET_{n.upper()}@@\1",
+                                     f'__import__("os").environ["MLPREP_SECRET_{n.upper()}"]  # secret',
+                                     cell.source)
+    code_cells = sum(1 for c in nb.cells if c.cell_type == "code")
+    _emit(e="start", cells=len(nb.cells), code_cells=code_cells)
+    with open(job["log"], "a", encoding="utf-8") as log:
+        relay = _Relay(log, secret_values)
+        plog = logging.getLogger("papermill")
+        plog.addHandler(relay)
+        plog.setLevel(logging.INFO)
+        plog.propagate = False
+        error: dict[str, Any] = {}
+        try:
+            pm.execute_notebook(nb, job["output"], parameters=None, cwd=job.get("cwd"), progress_bar=False,
+                                log_output=True, kernel_name=job.get("kernel", "python3"),
+                                start_timeout=job.get("start_timeout", 60),
+                                execution_timeout=job.get("cell_timeout"),
+                                request_save_on_cell_execute=not secret_names)
+        except PapermillExecutionError as e:
+            error = {"kind": "error", "cell": e.exec_count, "error": f"{e.ename}: {e.evalue}",
+                     "traceback": _scrub("\n".join(e.traceback), secret_values)}
+        except Exception as e:
+            kind = "dead_kernel" if type(e).__name__ == "DeadKernelError" else (
+                "timeout" if "Timeout" in type(e).__name__ else "error")
+            error = {"kind": kind, "error": f"{type(e).__name__}: {e}"}
+        finally:
+            plog.removeHandler(relay)
+            out = Path(job["output"])
+            if secret_values and out.exists():  # a printed secret must not stay in the file
+                out.write_text(_scrub(out.read_text(encoding="utf-8"), secret_values), encoding="utf-8")
+        if error:
+            error["error"] = _scrub(error["error"], secret_values)
+            _emit(e="end", ok=False, **error)
+            return 1
+    _emit(e="end", ok=True)
+    return 0
+
+
+# --- parent ------------------------------------------------------------------------------------
+def _kill_tree(pid: int) -> None:
+    """The child and everything under it: papermill's kernel runs in its own session."""
+    try:
+        import psutil
+
+        procs = [*psutil.Process(pid).children(recursive=True), psutil.Process(pid)]
+    except Exception:
+        return
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.send_signal(signal.SIGKILL)
+
+
+def run(notebook: Path, output: Path, parameters: dict[str, Any], log: Path, *, cwd: Path | None = None,
+        secrets: dict[str, str] | None = None, timeout: float | None = None, cell_timeout: float | None = None,
+        label: str = "", extra_env: dict[str, str] | None = None, show_output: bool = True) -> Outcome:
+    """Execute ``notebook`` into ``output``; never raises for a notebook failure."""
+    secrets = secrets or {}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    job = {"input": str(notebook), "output": str(output), "parameters": parameters, "log": str(log),
+           "cwd": str(cwd) if cwd else None, "secrets": sorted(secrets), "cell_timeout": cell_timeout}
+    job_file = log.with_suffix(".job.json")
+    job_file.write_text(json.dumps(job, default=str))  # no secret values: those go by environment
+    env = {**os.environ, **(extra_env or {}), **{f"MLPREP_SECRET_{k.upper()}": v for k, v in secrets.items()}}
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "mlprep.notebooks.execute", str(job_file)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    timed_out = threading.Event()
+
+    def on_timeout() -> None:
+        timed_out.set()
+        _kill_tree(proc.pid)
+
+    timer = threading.Timer(timeout, on_timeout) if timeout else None
+    if timer:
+        timer.daemon = True
+        timer.start()
+    stderr_lines: list[str] = []
+    err_reader = threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True)
+    err_reader.start()
+    cells, cell, end = 0, 0, None
+    bar = _Progress(label, show_output)
+    try:
+        for line in proc.stdout:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if ev["e"] == "start":
+                cells = ev["cells"]
+                bar.start(cells)
+            elif ev["e"] == "cell":
+                cell = ev["n"]
+                bar.cell(cell)
+            elif ev["e"] == "out":
+                bar.write(ev["text"])
+            elif ev["e"] == "end":
+                end = ev
+        proc.wait()
+    except BaseException:
+        _kill_tree(proc.pid)
+        raise
+    finally:
+        if timer:
+            timer.cancel()
+        bar.close()
+        err_reader.join(5)
+        job_file.unlink(missing_ok=True)
+    seconds = round(time.monotonic() - started, 2)
+    if timed_out.is_set():
+        return Outcome(False, "timeout", f"stage timeout ({timeout:g} s) exceeded at cell {cell} of {cells}",
+                       cell, cells, seconds)
+    if end is None:
+        tail = "".join(stderr_lines[-15:]).strip()
+        return Outcome(False, "crashed", f"the stage process died (exit {proc.returncode})"
+                       + (f": {tail}" if tail else ""), cell or None, cells, seconds)
+    if end["ok"]:
+        return Outcome(True, "ok", "", None, cells, seconds)
+    err = end.get("error", "")
+    if end.get("traceback"):
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(_strip_ansi(end["traceback"]) + "\n")
+    if end.get("kind") == "dead_kernel":
+        err = f"the kernel died while executing cell {cell} of {cells} ({err})"
+    return Outcome(False, end.get("kind", "error"), err, end.get("cell") or cell or None, cells, seconds)
+
+
+def tail_text(log: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(_strip_ansi(log.read_text(errors="replace")).splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+class _Progress:
+    """A tqdm bar per stage (cells), with the notebook's output streamed above it."""
+
+    def __init__(self, label: str, show_output: bool) -> None:
+        self.label, self.show, self.bar = label, show_output, None
+
+    def start(self, cells: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=cells, desc=self.label, unit="cell", file=sys.stderr, leave=True,
+                        bar_format="{desc}: cell {n_fmt}/{total_fmt} [{elapsed}]{postfix}")
+
+    def cell(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.n = n
+            self.bar.refresh()
+
+    def write(self, text: str) -> None:
+        if not self.show:
+            return
+        from tqdm import tqdm
+
+        for line in text.rstrip("\n").splitlines():
+            tqdm.write(f"  {self.label} | {line}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+if __name__ == "__main__":
+    sys.exit(child(sys.argv[1]))
