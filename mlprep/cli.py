@@ -98,12 +98,31 @@ def cmd_stream_backfill(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(a: argparse.Namespace) -> int:
+    from mlprep.notebooks import inspection
+    from mlprep.notebooks.runner import Runner
+
+    if a.help_notebook:
+        print(inspection.describe(a.help_notebook))
+        return 0
+    runner = Runner(a.plan, runs_dir=a.runs_dir, show_output=not a.no_output)
+    r = runner.run(_params(a.param), run_id=a.run_id, only=a.only.split(",") if a.only else None,
+                   start_from=a.start_from, resume=a.resume, force=a.force, timeout=a.timeout)
+    failed = [s for s in r.stages if s.status == "failed"]
+    if failed:
+        s = failed[0]
+        print(f"error: stage {s.name} failed" + (f" at cell {s.cell}" if s.cell else "") + f": {s.error}"
+              f"\n(log: {s.log}; resume with: mlprep run --resume {r.run_id})", file=sys.stderr)
+    print(r.report)
+    return 0 if r.status == "succeeded" else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlprep", description="Notebook-driven ML data prep.")
     p.add_argument("--version", action="version", version=f"mlprep {__version__}")
     p.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines on stderr")
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
-    sub = p.add_subparsers(dest="group", required=True, metavar="{data,batch,stream,pipeline,registry,endpoint}")
+    sub = p.add_subparsers(dest="group", required=True, metavar="{data,batch,stream,pipeline,registry,endpoint,run}")
 
     data = sub.add_parser("data", help="sample data").add_subparsers(dest="cmd", required=True)
     g = data.add_parser("generate", help="write the seeded card-payments data set",
@@ -153,6 +172,24 @@ def build_parser() -> argparse.ArgumentParser:
     from mlprep.pipeline.cli import add_commands
 
     add_commands(sub)
+
+    run = sub.add_parser("run", help="run the stage notebooks headless (papermill), chained", description=(
+        "Runs a plan's notebooks in order, each stage's outputs passed on as the next one's parameters, into "
+        "RUNS/<run-id>/ (executed notebooks, logs, summary.json, report.html). Unchanged stages are skipped. "
+        "Prints the report's path last; exits 1 if a stage fails, 2 on a bad parameter."))
+    run.add_argument("--plan", default="conf/run/demo.yaml", help="run plan (default: %(default)s)")
+    run.add_argument("--param", "-p", action="append", metavar="NAME=VALUE",
+                     help="run parameter, or STAGE.NAME for a notebook parameter (repeatable)")
+    run.add_argument("--only", metavar="STAGES", help="comma-separated stages to run (others must be unchanged)")
+    run.add_argument("--from", dest="start_from", metavar="STAGE", help="run from this stage on")
+    run.add_argument("--resume", metavar="RUN_ID", help="continue that run from the stage that failed")
+    run.add_argument("--force", action="store_true", help="re-run stages even when unchanged")
+    run.add_argument("--timeout", type=float, help="whole-run timeout in seconds")
+    run.add_argument("--run-id", help="run id (default: time + random)")
+    run.add_argument("--runs-dir", default="runs", help="where runs go (default: %(default)s)")
+    run.add_argument("--no-output", action="store_true", help="do not stream the notebooks' output")
+    run.add_argument("--help-notebook", metavar="NOTEBOOK", help="list a notebook's parameters, types and defaults")
+    run.set_defaults(fn=cmd_run)
     return p
 
 

@@ -25,8 +25,8 @@
 spec: str = "../conf/features/transactions.yaml"  # feature spec (YAML)
 events: str = "../demo/data/events.jsonl"  # JSON-lines replay file, or kinesis://STREAM
 out_dir: str = "../demo/out/stream"  # offline/, online.sqlite, dead_letters/, late/, metrics/
-checkpoint: str = ""  # checkpoint folder ("" = none): a restarted run resumes exactly
-speedup: float = 0.0  # pace the replay by event time (0 = as fast as possible)
+checkpoint: str = ""  # checkpoint folder (empty: none); a restarted run resumes exactly
+speedup: float = 0.0  # pace the replay by event time (0: as fast as possible)
 block_kb: int = 256  # replay block size (a micro-batch)
 rows: int = 20_000  # events to generate when the events file is missing
 seed: int = 7

@@ -54,32 +54,37 @@ def _emit(**event: Any) -> None:
     sys.__stdout__.flush()
 
 
-class _Relay(logging.Handler):
-    """papermill's log (cell starts, outputs) -> events and the stage log."""
-
-    def __init__(self, log, secrets: list[str]) -> None:
-        super().__init__()
-        self.log, self.secrets = log, secrets
+class _Cells(logging.Handler):
+    """papermill's "Executing Cell N" log lines -> progress events (its other lines are dropped:
+    cell output reaches ``_Stream`` as it is printed)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        msg = record.getMessage()
-        m = re.match(r"Executing Cell (\d+)-", msg)
+        m = re.match(r"Executing Cell (\d+)-", record.getMessage())
         if m:
             _emit(e="cell", n=int(m.group(1)))
-            return
-        if msg.startswith(("Ending Cell", "Executing notebook with kernel", "Input Notebook", "Output Notebook",
-                           "Working directory", "Executing:")):
-            return
-        text = _scrub(msg, self.secrets)
-        self.log.write(text if text.endswith("\n") else text + "\n")
+
+
+class _Stream:
+    """What the notebook prints (stdout and stderr), secrets masked -> the stage log and events."""
+
+    def __init__(self, log, secrets: list[str]) -> None:
+        self.log, self.secrets = log, secrets
+
+    def write(self, text: str) -> int:
+        text = _scrub(text, self.secrets)
+        self.log.write(text)
         self.log.flush()
         _emit(e="out", text=text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
 
 
 def child(job_path: str) -> int:
-    import nbformat
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
+    from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
     job = json.loads(Path(job_path).read_text())
@@ -88,7 +93,7 @@ def child(job_path: str) -> int:
     params = dict(job["parameters"])
     for n in secret_names:  # a placeholder, swapped for an environment lookup below
         params[n] = f"@@MLPREP_SECRET_{n.upper()}@@"
-    nb = nbformat.read(job["input"], as_version=4)
+    nb = load_notebook_node(job["input"])
     nb = parameterize_notebook(nb, params, report_mode=False)
     for cell in nb.cells:
         if "injected-parameters" in cell.metadata.get("tags", []):
@@ -99,7 +104,8 @@ def child(job_path: str) -> int:
     code_cells = sum(1 for c in nb.cells if c.cell_type == "code")
     _emit(e="start", cells=len(nb.cells), code_cells=code_cells)
     with open(job["log"], "a", encoding="utf-8") as log:
-        relay = _Relay(log, secret_values)
+        relay = _Cells()
+        stream = _Stream(log, secret_values)
         plog = logging.getLogger("papermill")
         plog.addHandler(relay)
         plog.setLevel(logging.INFO)
@@ -107,7 +113,8 @@ def child(job_path: str) -> int:
         error: dict[str, Any] = {}
         try:
             pm.execute_notebook(nb, job["output"], parameters=None, cwd=job.get("cwd"), progress_bar=False,
-                                log_output=True, kernel_name=job.get("kernel", "python3"),
+                                log_output=True, stdout_file=stream, stderr_file=stream,
+                                kernel_name=job.get("kernel", "python3"),
                                 start_timeout=job.get("start_timeout", 60),
                                 execution_timeout=job.get("cell_timeout"),
                                 request_save_on_cell_execute=not secret_names)
@@ -238,23 +245,33 @@ class _Progress:
         self.label, self.show, self.bar = label, show_output, None
 
     def start(self, cells: int) -> None:
-        from tqdm import tqdm
+        self.cells, self.t0 = cells, time.monotonic()
+        if sys.stderr.isatty():  # a live bar; in a log (CI, make), one line per cell instead
+            from tqdm import tqdm
 
-        self.bar = tqdm(total=cells, desc=self.label, unit="cell", file=sys.stderr, leave=True,
-                        bar_format="{desc}: cell {n_fmt}/{total_fmt} [{elapsed}]{postfix}")
+            self.bar = tqdm(total=cells, desc=self.label, unit="cell", file=sys.stderr, leave=True,
+                            bar_format="{desc}: cell {n_fmt}/{total_fmt} [{elapsed}]")
 
     def cell(self, n: int) -> None:
         if self.bar is not None:
             self.bar.n = n
             self.bar.refresh()
+        else:
+            el = int(time.monotonic() - self.t0)
+            print(f"{self.label}: cell {n}/{self.cells} [{el // 60:02d}:{el % 60:02d}]", file=sys.stderr, flush=True)
 
     def write(self, text: str) -> None:
         if not self.show:
             return
-        from tqdm import tqdm
+        lines = text.rstrip("\n").splitlines()
+        if self.bar is not None:
+            from tqdm import tqdm
 
-        for line in text.rstrip("\n").splitlines():
-            tqdm.write(f"  {self.label} | {line}", file=sys.stderr)
+            for line in lines:
+                tqdm.write(f"  {self.label} | {line}", file=sys.stderr)
+        else:
+            for line in lines:
+                print(f"  {self.label} | {line}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -201,7 +201,7 @@ class Runner:
         stage_dir = self.runs / "_stages" / f"{stage.name}-{key[:16]}"
         params = {k: (v.replace("${stage_dir}", str(stage_dir)) if isinstance(v, str) else v) for k, v in params.items()}
         done = stage_dir / "done.json"
-        out_nb = folder / f"{i:02d}_{stage.name}.ipynb"
+        out_nb = folder / stage.notebook.name
         log = folder / "logs" / f"{stage.name}.log"
         if done.is_file() and (not force or not selected):
             rec = json.loads(done.read_text())

@@ -62,12 +62,15 @@ def roc_pr(evaluation: dict, ax: Any = None, label: str = "model") -> Any:
     """ROC and precision-recall curves side by side; returns the two axes."""
     axes = ax if ax is not None else plt.subplots(1, 2, figsize=(10, 4))[1]
     m, c = evaluation["binary_classification_metrics"], evaluation["curves"]
+    first = not axes[0].lines  # reference lines once, when several models share the axes
     axes[0].plot(c["roc"]["fpr"], c["roc"]["tpr"], label=f"{label} (AUC {m['roc_auc']['value']:.3f})")
-    axes[0].plot([0, 1], [0, 1], ls=":", color="grey")
+    if first:
+        axes[0].plot([0, 1], [0, 1], ls=":", color="grey")
     axes[0].set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
     axes[1].plot(c["pr"]["recall"], c["pr"]["precision"], label=f"{label} (AP {m['pr_auc']['value']:.3f})")
     base = m["positives"] / max(m["test_rows"], 1)
-    axes[1].axhline(base, ls=":", color="grey", label=f"base rate {base:.3f}")
+    if first:
+        axes[1].axhline(base, ls=":", color="grey", label=f"base rate {base:.3f}")
     axes[1].set(xlabel="recall", ylabel="precision", title="Precision-recall")
     for a in axes:
         a.legend(fontsize=8)
