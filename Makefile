@@ -25,7 +25,7 @@ demo: $(STAMP)
 
 ## lab: JupyterLab on notebooks/ with the project's environment as the kernel (127.0.0.1)
 lab: $(STAMP)
-	$(PY) -m jupyter lab --notebook-dir notebooks --ServerApp.ip=127.0.0.1 --no-browser
+	$(PY) -m jupyter lab --notebook-dir notebooks --ServerApp.ip=127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root)
 
 ## test: the whole test suite (starts its own moto server; needs PostgreSQL and MariaDB up)
 test: $(STAMP)

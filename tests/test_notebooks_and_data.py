@@ -131,3 +131,42 @@ def test_train_deploy_notebook_runs_headless_with_papermill(small_data, tmp_path
     from mlprep.pipeline.registry import Registry
 
     assert Registry(home).endpoints() == []
+
+
+def test_jupyterlab_serves_the_stage_notebooks(tmp_path):
+    """`make lab`'s server, headless: it answers on 127.0.0.1 and lists the three notebooks."""
+    import secrets
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_hex(16)
+    proc = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+                             f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
+                             f"--ServerApp.root_dir={ROOT / 'notebooks'}",
+                             *(["--allow-root"] if __import__("os").geteuid() == 0 else [])],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**__import__("os").environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)})
+    try:
+        url = f"http://127.0.0.1:{port}/api/contents?token={token}"
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    listing = json.loads(r.read())
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError("JupyterLab did not answer")
+        names = {c["name"] for c in listing["content"] if c["type"] == "notebook"}
+        assert {"01_batch_etl.ipynb", "02_stream_features.ipynb", "03_train_deploy.ipynb"} <= names
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=10) as r:
+            assert r.status == 200 and b"JupyterLab" in r.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/kernelspecs?token={token}", timeout=10) as r:
+            assert "python3" in json.loads(r.read())["kernelspecs"]
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -61,9 +61,9 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _fingerprint(path: Path) -> str:
+def _fingerprint(path: Path, skip: Path) -> str:
     h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and skip not in p.parents)
     for f in files:
         st = f.stat()
         h.update(f"{f.relative_to(path) if f != path else f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -252,7 +252,7 @@ class Runner:
             if isinstance(v, str) and v.startswith("/") and not v.startswith(str(self.runs / "_stages")):
                 p = Path(v)
                 if p.exists():
-                    h.update(f"{k}:{_fingerprint(p)}\n".encode())
+                    h.update(f"{k}:{_fingerprint(p, self.runs)}\n".encode())
         return h.hexdigest()
 
     def _is_secret(self, key: str) -> bool:
