@@ -27,24 +27,25 @@ demo: $(STAMP)
 lab: $(STAMP)
 	$(PY) -m jupyter lab --notebook-dir notebooks --ServerApp.ip=127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root)
 
-## test: the whole test suite (starts its own moto server; needs PostgreSQL and MariaDB up)
-test: $(STAMP)
+## test: the whole test suite (starts its own moto server; needs PostgreSQL and MariaDB up; Java 17 for Flink)
+test: $(STAMP) .venv-flink/.installed
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mlprep tests bench pipelines notebooks
 
-## flink-venv: PyFlink in its own environment (apache-flink pins pandas 2.2 / pyarrow 16), for benchmarks
+## flink-venv: PyFlink in its own environment (apache-flink pins pandas 2.2 / pyarrow 16): the Flink
+## parity tests and benchmarks drive it by subprocess
 flink-venv: .venv-flink/.installed
-.venv-flink/.installed:
+.venv-flink/.installed: requirements-flink.lock $(VENV)/bin/uv
 	$(PYTHON) -m venv .venv-flink
-	.venv-flink/bin/pip install -q --disable-pip-version-check uv
-	.venv-flink/bin/uv pip install -q --python .venv-flink/bin/python "apache-flink==2.3.*"
+	$(VENV)/bin/uv pip install -q --python .venv-flink/bin/python -r requirements-flink.lock
 	touch $@
 
 ## lock: re-resolve requirements.lock from pyproject.toml
 lock: $(VENV)/bin/uv
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	echo "apache-flink==2.3.*" | $(VENV)/bin/uv pip compile - --python-version 3.11 -o requirements-flink.lock
 
 clean:
 	rm -rf $(VENV) .venv-flink runs $(DEMO)

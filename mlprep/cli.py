@@ -117,6 +117,24 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0 if r.status == "succeeded" else 1
 
 
+def cmd_stream_compile(a: argparse.Namespace) -> int:
+    from mlprep.stream.flink import Endpoint, compile_sql
+    from mlprep.stream.spec import load_spec
+
+    if a.target != "flink-sql":
+        raise ConfigError("--target", f"unknown target {a.target!r} (flink-sql)")
+    source = (Endpoint("kinesis", stream_arn=a.source_stream_arn, region=a.region) if a.source_stream_arn
+              else Endpoint("filesystem", path=a.source_path))
+    sink = (Endpoint("kinesis", stream_arn=a.sink_stream_arn, region=a.region) if a.sink_stream_arn
+            else Endpoint("filesystem", path=a.sink_path))
+    sql = compile_sql(load_spec(a.spec), source, sink, a.parallelism)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(sql)
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlprep", description="Notebook-driven ML data prep.")
     p.add_argument("--version", action="version", version=f"mlprep {__version__}")
@@ -168,6 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--source", required=True, help="JSON-lines file in arrival order")
     bf.add_argument("--out", required=True, help="output folder")
     bf.set_defaults(fn=cmd_stream_backfill)
+    sc = stream.add_parser("compile", help="compile a feature spec for another engine (Flink SQL)", description=(
+        "Flink SQL for Managed Service for Apache Flink or a local Flink: a source table with the spec's "
+        "WATERMARK, a typed view, TUMBLE/HOP/SESSION window functions and the aggregates, one sink per window. "
+        "Filesystem connectors by default (--source-path/--sink-path), Kinesis with --*-stream-arn."))
+    sc.add_argument("spec", help="feature spec (YAML)")
+    sc.add_argument("--target", default="flink-sql", help="flink-sql (default)")
+    sc.add_argument("--out", required=True, help="SQL file to write")
+    sc.add_argument("--source-path", default="s3://BUCKET/events/", help="events (JSON lines) for the filesystem source")
+    sc.add_argument("--sink-path", default="s3://BUCKET/features/", help="folder for the filesystem sinks (one per window)")
+    sc.add_argument("--source-stream-arn", help="Kinesis stream ARN of the events (Managed Flink)")
+    sc.add_argument("--sink-stream-arn", help="Kinesis stream ARN for the features")
+    sc.add_argument("--region", default="us-east-1", help="AWS region of the Kinesis streams")
+    sc.add_argument("--parallelism", type=int, default=2)
+    sc.set_defaults(fn=cmd_stream_compile)
 
     from mlprep.pipeline.cli import add_commands
 
