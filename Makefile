@@ -44,7 +44,7 @@ flink-venv: .venv-flink/.installed
 
 ## lock: re-resolve requirements.lock from pyproject.toml
 lock: $(VENV)/bin/uv
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra spark --python-version 3.11 -o requirements.lock
 	echo "apache-flink==2.3.*" | $(VENV)/bin/uv pip compile - --python-version 3.11 -o requirements-flink.lock
 
 clean:

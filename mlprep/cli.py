@@ -38,8 +38,15 @@ def cmd_data_generate(a: argparse.Namespace) -> int:
 def cmd_batch_run(a: argparse.Namespace) -> int:
     from mlprep.batch.job import run_job
 
+    if a.engine not in ("embedded", "spark"):
+        raise ConfigError("--engine", f"embedded or spark, got {a.engine!r}")
     try:
-        r = run_job(a.config, _params(a.param), progress=not a.no_progress)
+        if a.engine == "spark":
+            from mlprep.batch.spark import run_job_spark
+
+            r = run_job_spark(a.config, _params(a.param), master=a.master, progress=not a.no_progress)
+        else:
+            r = run_job(a.config, _params(a.param), progress=not a.no_progress)
     except ConfigError:
         raise  # exit 2: nothing ran
     except MlprepError as e:
@@ -156,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", help="job config (YAML)")
     r.add_argument("--param", "-p", action="append", metavar="NAME=VALUE", help="job parameter (repeatable)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--engine", default="embedded", help="embedded (DuckDB, default) or spark (pip install mlprep[spark])")
+    r.add_argument("--master", default="local[2]", help="Spark master URL for --engine spark (default local[2])")
     r.set_defaults(fn=cmd_batch_run)
     b = batch.add_parser("bookmark", help="show, reset or set a job's bookmark", description=(
         "show: print it; reset: the next run reprocesses everything and replaces the table;"

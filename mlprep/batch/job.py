@@ -376,7 +376,7 @@ class _Run:
 
 
 def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
-            progress: bool | None = None, now: dt.datetime | None = None) -> RunResult:
+            progress: bool | None = None, now: dt.datetime | None = None, run_factory=None) -> RunResult:
     """Run a batch job; raise on failure (after writing the summary and quarantine).
 
     ``params`` are the job's typed parameters (strings are converted); ``now`` fixes the clock
@@ -385,7 +385,7 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
     job, values = load_job(config, params)
     if progress is None:
         progress = os.environ.get("MLPREP_PROGRESS", "1") != "0"
-    run = _Run(job, values, progress, now)
+    run = (run_factory or _Run)(job, values, progress, now)  # mlprep.batch.spark supplies a Spark run
     s = run.summary
     error: BaseException | None = None
     out_table = None

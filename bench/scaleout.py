@@ -1,0 +1,136 @@
+"""How each engine's cost grows with the work: the embedded engines against the scale-out ones,
+side by side in one run, at several sizes.
+
+    python bench/scaleout.py --sizes 1000000,2000000,5000000 --out bench/results/scaleout.json
+
+Streams: the demo feature spec (5-minute tumbling, 10-minute hopping every minute, 10-minute
+sessions; six aggregates each) over the same events.jsonl replay, by mlprep's embedded engine
+and by the spec compiled to Flink SQL on PyFlink's local mini-cluster (`make flink-venv`);
+Flink's start-up is measured on a one-event file and reported apart. Batch: the demo batch job
+on the embedded DuckDB engine (Spark: see the closing note of issue 6 — `--engine spark` is not
+there yet). Each run is a fresh process; peak RSS is its own (Flink: the driver and JVM together,
+sampled every 0.2 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SPEC = ROOT / "conf" / "features" / "transactions.yaml"
+JOB = ROOT / "conf" / "batch" / "transactions.yaml"
+
+EMBEDDED_STREAM = """
+import json, sys, time, resource
+t0 = time.perf_counter()
+from mlprep.stream.runner import run_stream
+s = run_stream(sys.argv[1], sys.argv[2], sys.argv[3])
+wall = time.perf_counter() - t0
+print(json.dumps({"wall_s": wall, "events": s["events"], "emitted": s["emitted"],
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+EMBEDDED_BATCH = """
+import json, sys, time, resource
+t0 = time.perf_counter()
+from mlprep.batch.job import run_job
+r = run_job(sys.argv[1], {"data_dir": sys.argv[2], "out_dir": sys.argv[3]}, progress=False)
+wall = time.perf_counter() - t0
+print(json.dumps({"wall_s": wall, "rows": r.rows,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def _py(code: str, *args: str) -> dict:
+    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(p.stderr[-3000:])
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _flink(sql: Path) -> dict:
+    """PyFlink's driver and its JVM: wall time, and peak RSS of the whole process tree (sampled)."""
+    import psutil
+
+    from mlprep.stream.flink import FLINK_PYTHON
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([str(FLINK_PYTHON), str(ROOT / "mlprep" / "stream" / "flink_job.py"), str(sql)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            root = psutil.Process(proc.pid)
+            peak = max(peak, sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]))
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    _out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(err[-3000:])
+    return {"wall_s": time.perf_counter() - t0, "peak_rss_mb": peak / 2**20}
+
+
+def _count_rows(folder: Path) -> int:
+    return sum(sum(1 for _ in open(f)) for f in folder.rglob("part-*"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1000000,2000000,5000000")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "scaleout.json"))
+    a = ap.parse_args()
+    from mlprep.datasets.payments import generate
+    from mlprep.stream.flink import Endpoint, compile_sql
+    from mlprep.stream.spec import load_spec
+
+    spec = load_spec(SPEC)
+    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "sizes": {}}
+    with tempfile.TemporaryDirectory(prefix="scaleout-") as tmp:
+        d = Path(tmp)
+        one = d / "one.jsonl"
+        one.write_text('{"user_id": "u1", "ts": "2026-11-01T00:00:00.000Z", "amount": 1.0, "merchant_id": "m1"}\n')
+        sql = d / "one.sql"
+        sql.write_text(compile_sql(spec, Endpoint("filesystem", path=str(one)), Endpoint("filesystem", path=str(d / "o1"))))
+        results["flink_startup_s"] = round(_flink(sql)["wall_s"], 2)
+        results["embedded_stream_startup_s"] = round(_py(EMBEDDED_STREAM, str(SPEC), str(one), str(d / "e1"))["wall_s"], 2)
+        for n in (int(x) for x in a.sizes.split(",")):
+            data = d / f"data{n}"
+            generate(data, rows=n, seed=7)
+            r: dict = {}
+            e = _py(EMBEDDED_STREAM, str(SPEC), str(data / "events.jsonl"), str(d / f"emb{n}"))
+            r["stream_embedded"] = {"wall_s": round(e["wall_s"], 2), "events_per_s": round(n / e["wall_s"]),
+                                    "peak_rss_mb": round(e["peak_rss_mb"])}
+            sql = d / f"job{n}.sql"
+            sql.write_text(compile_sql(spec, Endpoint("filesystem", path=str(data / "events.jsonl")),
+                                       Endpoint("filesystem", path=str(d / f"flink{n}"))))
+            f = _flink(sql)
+            run_s = max(f["wall_s"] - results["flink_startup_s"], 1e-3)
+            r["stream_flink_local"] = {"wall_s": round(f["wall_s"], 2), "events_per_s": round(n / f["wall_s"]),
+                                       "events_per_s_after_startup": round(n / run_s),
+                                       "peak_rss_mb": round(f["peak_rss_mb"]),
+                                       "feature_rows": _count_rows(d / f"flink{n}")}
+            b = _py(EMBEDDED_BATCH, str(JOB), str(data), str(d / f"batch{n}"))
+            r["batch_embedded"] = {"wall_s": round(b["wall_s"], 2), "rows_per_s": round(n / b["wall_s"]),
+                                   "peak_rss_mb": round(b["peak_rss_mb"])}
+            r["stream_ratio_flink_over_embedded"] = round(f["wall_s"] / e["wall_s"], 1)
+            results["sizes"][str(n)] = r
+            print(json.dumps({n: r}), flush=True)
+            for p in (data, d / f"emb{n}", d / f"flink{n}", d / f"batch{n}"):
+                subprocess.run(["rm", "-rf", str(p)], check=False)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

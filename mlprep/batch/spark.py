@@ -1,0 +1,565 @@
+"""The batch job on Apache Spark — what AWS Glue runs — with the embedded engine's semantics.
+
+The same job config, steps and marks (``_reason``, ``_cat``, ``_stage``, ``_record`` on rejected
+rows, lineage ``_src`` / ``_pos``), so quarantine, row accounting, error thresholds, bookmarks and
+atomic publish are those of ``mlprep.batch.job``: this module replaces extract, transform and
+the writing of the staged files; the staged Parquet is then checked (quality rules) and published
+by the same code as the embedded engine's.
+
+Spark traps handled: ANSI mode (casts are ``try_cast``), day-of-week numbering and DuckDB-only
+functions in config SQL (``mlprep.batch.dialect``), time zones (session UTC; timestamps written
+as TIMESTAMP_NTZ, as the embedded engine writes them), and small files (one file per output
+partition). Rejected rows reach the driver to be quarantined (they are few by design: the error
+thresholds bound them).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlprep.batch import bookmarks, transforms
+from mlprep.batch import job as batch_job
+from mlprep.batch.config import JobConfig, duck_type
+from mlprep.batch.dialect import spark_type, to_spark
+from mlprep.errors import MlprepError
+from mlprep.io import sql as sql_io
+from mlprep.io.fs import list_files
+
+MARKS = transforms.MARKS
+
+
+@dataclass
+class Rel:
+    df: Any  # pyspark DataFrame: data columns + _src, _pos + marks
+    origin: str
+    pending: bool = False
+
+
+def session(master: str = "local[2]", app: str = "mlprep-batch"):
+    """A SparkSession set up as the job expects (UTC, quiet UI, few shuffle partitions locally)."""
+    from pyspark.sql import SparkSession
+
+    b = (SparkSession.builder.master(master).appName(app)
+         .config("spark.sql.session.timeZone", "UTC")
+         .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+         .config("spark.sql.shuffle.partitions", "8" if master.startswith("local") else "200")
+         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC"))
+    spark = b.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def _data_cols(df) -> list[str]:
+    return [c for c in df.columns if c not in MARKS and c not in transforms.LINEAGE]
+
+
+def _q(c: str) -> str:
+    return "`" + c.replace("`", "``") + "`"
+
+
+class SparkRun(batch_job._Run):
+    """A job run whose data stays in Spark until it is staged as Parquet."""
+
+    def __init__(self, job: JobConfig, values: dict[str, Any], progress: bool, now: dt.datetime | None,
+                 spark) -> None:
+        super().__init__(job, values, progress, now)
+        self.spark = spark
+        self.rels: dict[str, Rel] = {}
+        self.summary["engine"] = {"name": "spark", "version": spark.version, "master": spark.sparkContext.master}
+
+    # -- extract ------------------------------------------------------------------------------
+    def extract(self) -> None:
+        t = time.time()
+        for name, src in self.job.sources.items():
+            info: dict[str, Any] = {"format": src.format}
+            if src.format == "sql":
+                df = self._extract_sql_spark(name, src, info)
+            elif src.format == "jsonl":
+                df = self._extract_jsonl(name, src, info)
+            else:
+                df = self._extract_other(name, src, info)
+            self.sources[name] = info
+            self.source_schemas[name] = {c: t for c, t in df.dtypes if c not in transforms.LINEAGE}
+            self.rels[name] = Rel(self._with_marks(df), name)
+        self._tick("extract", t)
+
+    def _with_marks(self, df):
+        from pyspark.sql import functions as F
+
+        return df.select("*", *[F.lit(None).cast("string").alias(m) for m in MARKS])
+
+    def _todo(self, name: str, src) -> list:
+        found = list_files(src.path, batch_job.SUFFIXES[src.format])
+        use_bm = src.bookmark and self.bookmark_in is not None
+        todo = bookmarks.new_files(self.bookmark_in or {}, name, found) if use_bm else found
+        return found, todo
+
+    def _extract_jsonl(self, name: str, src, info: dict[str, Any]):
+        from pyspark.sql import Row
+        from pyspark.sql import functions as F
+
+        found, todo = self._todo(name, src)
+        info.update(path=src.path, files=len(todo), skipped_by_bookmark=len(found) - len(todo), empty_files=0,
+                    choice_columns={})
+        ids = self._register_files(name, "jsonl", [f.url for f in todo])
+        frames = []
+        for fid, f in zip(ids, todo, strict=True):
+            lines = self.spark.read.text(f.url).rdd.zipWithIndex().map(
+                lambda r, fid=fid: Row(_src=fid, _pos=r[1] + 1, value=r[0][0]))
+            frames.append(self.spark.createDataFrame(lines, "_src INT, _pos BIGINT, value STRING"))
+        if not frames:  # nothing new since the bookmark (or no files): the job is a no-op
+            info.update(read=0, quarantined=0)
+            return self.spark.createDataFrame([], "_src INT, _pos BIGINT")
+        raw = frames[0]
+        for f in frames[1:]:
+            raw = raw.unionByName(f)
+        raw = raw.filter(F.trim(F.col("value")) != "").cache()  # blank lines are not records
+        schema = self.spark.read.json(raw.select("value").rdd.map(lambda r: r[0])).schema
+        schema = type(schema)([f for f in schema.fields if f.name != "_corrupt_record"])
+        parsed = raw.select("_src", "_pos", "value", F.from_json("value", schema).alias("_j"),
+                            F.expr("try_parse_json(value)").alias("_v"))
+        is_obj = F.expr("schema_of_variant(_v) LIKE 'OBJECT%'")
+        bad = parsed.filter(F.col("_j").isNull() | ~is_obj)
+        reason = F.when(F.col("_v").isNull(), F.lit("malformed JSON")).otherwise(
+            F.concat(F.lit("not a JSON object ("), F.expr("schema_of_variant(_v)"), F.lit(")")))
+        bad_rows = bad.select("_src", "_pos", reason.alias("reason"), "value").collect()
+        self._quarantine([(r["_src"], r["_pos"], f"line {r['_pos']}", "read", r["reason"], r["value"])
+                          for r in bad_rows])
+        good = parsed.filter(F.col("_j").isNotNull() & is_obj)
+        # JSON types of the columns a resolve_choice step looks at (mixed types infer as string)
+        choice = {c for kind, st in self.job.parsed_steps() if kind == "resolve_choice" for c in st.specs}
+        extra = [F.expr(f"to_json(variant_get(_v, '$.{c}'))").alias(f"__json_{c}") for c in sorted(choice)
+                 if c in schema.fieldNames()]
+        df = good.select("_src", "_pos", *[F.col(f"_j.{_q(f.name)}").alias(f.name) for f in schema.fields], *extra)
+        info.update(read=raw.count(), quarantined=len(bad_rows))
+        if src.bookmark:
+            self.bookmark_out = bookmarks.advance(self.bookmark_out, name, files=todo)
+        return df
+
+    def _extract_other(self, name: str, src, info: dict[str, Any]):
+        from pyspark.sql import functions as F
+        from pyspark.sql.window import Window
+
+        found, todo = self._todo(name, src)
+        info.update(path=src.path, files=len(todo), skipped_by_bookmark=len(found) - len(todo), empty_files=0,
+                    choice_columns={}, quarantined=0)
+        ids = self._register_files(name, src.format, [f.url for f in todo])
+        frames = []
+        for fid, f in zip(ids, todo, strict=True):
+            if src.format == "csv":
+                d = self.spark.read.csv(f.url, header=src.header, sep=src.delimiter, inferSchema=True)
+            else:
+                d = self.spark.read.parquet(f.url)
+            w = Window.orderBy(F.monotonically_increasing_id())
+            frames.append(d.select(F.lit(fid).alias("_src"), F.row_number().over(w).cast("bigint").alias("_pos"), "*"))
+        if not frames:
+            info["read"] = 0
+            return self.spark.createDataFrame([], "_src INT, _pos BIGINT")
+        df = frames[0]
+        for f in frames[1:]:
+            df = df.unionByName(f, allowMissingColumns=True)
+        info["read"] = df.count()
+        if src.bookmark:
+            self.bookmark_out = bookmarks.advance(self.bookmark_out, name, files=todo)
+        return df
+
+    def _extract_sql_spark(self, name: str, src, info: dict[str, Any]):
+        """SQL sources are read by mlprep's reader (no JDBC jars needed) and handed to Spark."""
+        after = bookmarks.last_key(self.bookmark_in or {}, name) if (src.bookmark and src.incremental_key) else None
+        res = sql_io.read_table(src.url, src.table, src.query, src.incremental_key, after)
+        (fid,) = self._register_files(name, "sql", [sql_io.redact(src.url) + (f"#{src.table}" if src.table else "#query")])
+        import pyarrow as pa
+
+        t = res.table
+        t = t.add_column(0, "_pos", pa.array(range(1, t.num_rows + 1), pa.int64()))
+        t = t.add_column(0, "_src", pa.array([fid] * t.num_rows, pa.int32()))
+        df = self.spark.createDataFrame(t.to_pandas()) if t.num_rows else self.spark.createDataFrame(
+            [], ", ".join(["_src INT", "_pos BIGINT"] + [f"{_q(c)} STRING" for c in res.table.column_names]))
+        info.update(url=sql_io.redact(src.url), read=t.num_rows, quarantined=0, after_key=after, max_key=res.max_key)
+        if src.bookmark and src.incremental_key and res.max_key is not None:
+            self.bookmark_out = bookmarks.advance(self.bookmark_out, name, key=res.max_key)
+        return df
+
+    def _quarantine(self, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        import pyarrow as pa
+
+        cols = list(zip(*rows, strict=True))
+        tbl = pa.table({"_src": pa.array(cols[0], pa.int32()), "_pos": pa.array(cols[1], pa.int64()),
+                        "position": pa.array(cols[2], pa.string()), "stage": pa.array(cols[3], pa.string()),
+                        "reason": pa.array(cols[4], pa.string()), "record": pa.array(cols[5], pa.string())})
+        self.engine.register("_q_rows", tbl)
+        self.engine.run("INSERT INTO _quarantine SELECT _src, _pos, position, stage, reason, record FROM _q_rows")
+        self.engine.con.unregister("_q_rows")
+
+    # -- marks and materialization ------------------------------------------------------------
+    def _view(self, rel: Rel, cols: list, reason=None, category: str = "quarantined", stage: str = "",
+              record_cols: list[str] | None = None, df=None) -> Rel:
+        from pyspark.sql import functions as F
+
+        src = rel.df if df is None else df
+        if reason is None:
+            return Rel(src.select(*cols, "_src", "_pos", *MARKS), rel.origin, rel.pending)
+        rec_cols = record_cols if record_cols is not None else _data_cols(rel.df)
+        rec = F.to_json(F.struct(*[F.col(_q(c)) for c in rec_cols])) if rec_cols else F.lit(None).cast("string")
+        d = src.withColumn("_rn", reason.cast("string"))
+        new = F.col("_reason").isNull() & F.col("_rn").isNotNull()
+        out = d.select(*cols, "_src", "_pos", F.coalesce("_reason", "_rn").alias("_reason"),
+                       F.when(new, F.lit(category)).otherwise(F.col("_cat")).alias("_cat"),
+                       F.when(new, F.lit(stage)).otherwise(F.col("_stage")).alias("_stage"),
+                       F.when(new & F.lit(category == "quarantined"), rec).otherwise(F.col("_record")).alias("_record"))
+        return Rel(out, rel.origin, True)
+
+    def _materialize(self, rel: Rel) -> Rel:
+        from pyspark.sql import functions as F
+
+        df = rel.df.persist()
+        marked = df.filter(F.col("_reason").isNotNull())
+        for cat, n in marked.groupBy("_cat").count().collect():
+            self.ctx.count(rel.origin, cat, n)
+        q = marked.filter(F.col("_cat") == "quarantined").select("_src", "_pos", "_stage", "_reason", "_record").collect()
+        self._quarantine([(r[0], r[1], None, r[2], r[3], r[4]) for r in q])
+        live = df.filter(F.col("_reason").isNull())
+        return Rel(live, rel.origin, False)
+
+    # -- transform ----------------------------------------------------------------------------
+    def transform(self):
+        t = time.time()
+        consumed: set[int] = set()
+        for i, (kind, step) in enumerate(self.job.parsed_steps()):
+            stage = f"steps[{i}].{kind}"
+            rels = self.rels
+            consumed.add(id(rels[step.input].df))
+            if kind == "join":
+                consumed.add(id(rels[step.right].df))
+                if rels[step.right].pending:
+                    rels[step.right] = self._materialize(rels[step.right])
+                out = self._join(rels[step.left], rels[step.right], step, stage)
+            else:
+                out = getattr(self, "_" + kind)(rels[step.input], step, stage)
+            rels[step.out] = out
+        final = self.rels[self.job.output.input]
+        if final.pending:
+            final = self.rels[self.job.output.input] = self._materialize(final)
+        for name, rel in list(self.rels.items()):
+            if rel.pending and id(rel.df) not in consumed:
+                self.rels[name] = self._materialize(rel)
+        self._tick("transform", t)
+        return final
+
+    def _relationalize(self, rel: Rel, step, stage: str) -> Rel:
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import ArrayType, StructType
+
+        sep = step.separator
+        sel, arrays = [], []
+
+        def flat(path: str, name: str, typ) -> None:
+            if isinstance(typ, StructType):
+                for f in typ.fields:
+                    flat(f"{path}.{_q(f.name)}", f"{name}{sep}{f.name}", f.dataType)
+            elif isinstance(typ, ArrayType):
+                arrays.append((name, path))
+                sel.append(F.when(F.col(path).isNull(), None).otherwise(
+                    F.shiftleft(F.col("_src").cast("bigint"), 40).bitwiseOR(F.col("_pos"))).alias(name))
+            else:
+                sel.append(F.col(path).alias(name))
+
+        for f in rel.df.schema.fields:
+            if f.name not in MARKS and f.name not in transforms.LINEAGE and not f.name.startswith("__json_"):
+                flat(_q(f.name), f.name, f.dataType)
+        extra = [F.col(_q(c)) for c in rel.df.columns if c.startswith("__json_")]
+        if arrays:
+            rel = self._materialize(rel)
+        out = self._view(rel, sel + extra)
+        for name, path in arrays:
+            child_name = f"{step.out}{sep}{name}"
+            c = rel.df.filter(F.col(path).isNotNull()).select(
+                "_src", "_pos", F.shiftleft(F.col("_src").cast("bigint"), 40).bitwiseOR(F.col("_pos")).alias("id"),
+                F.posexplode(F.col(path)).alias("index", "val"))
+            self.ctx.derived_reads[child_name] = c.count()
+            crel = Rel(self._with_marks(c), child_name)
+            if isinstance(c.schema["val"].dataType, StructType):
+                crel = self._relationalize(crel, type(step)(input=child_name, separator=sep), stage)
+            self.rels[child_name] = crel
+        return out
+
+    def _resolve_choice(self, rel: Rel, step, stage: str) -> Rel:
+        from pyspark.sql import functions as F
+
+        types = dict(rel.df.dtypes)
+        replace, extra, reasons = {}, [], []
+        for col, spec in step.specs.items():
+            if col not in types:
+                self.ctx.notes.append(f"{stage}: column {col!r} not found; nothing to resolve")
+                continue
+            action, _, tname = spec.partition(":")
+            raw = f"__json_{col}"
+            fam = _family(F.col(raw)) if raw in types else F.lit(_spark_family(types[col]))
+            text = F.col(_q(col)).cast("string")
+            if action == "cast":
+                t = spark_type(duck_type(tname, f"specs.{col}"))
+                expr = F.expr(f"try_cast({_q(col)} AS {t})") if types[col] != t.lower() else F.col(_q(col))
+                replace[col] = expr
+                reasons.append((F.col(_q(col)).isNotNull() & expr.isNull(),
+                                F.concat(F.lit(f"{col}: cannot cast "), text, F.lit(f" to {tname}"))))
+            elif action == "project":
+                t = spark_type(duck_type(tname, f"specs.{col}"))
+                want = _spark_family(t.lower())
+                ok = ["double", "long"] if want in ("double", "long") else [want]
+                replace[col] = F.when(fam.isin(ok), F.expr(f"try_cast({_q(col)} AS {t})"))
+            else:
+                present = [r[0] for r in rel.df.filter(F.col(_q(col)).isNotNull() & F.col("_reason").isNull())
+                           .select(fam.alias("f")).distinct().orderBy("f").collect()]
+                for fam_name in present:
+                    t = spark_type(duck_type(fam_name if fam_name not in ("struct", "array") else "string", col))
+                    extra.append(F.when(fam == fam_name, F.expr(f"try_cast({_q(col)} AS {t})")).alias(f"{col}_{fam_name}"))
+                replace[col] = None
+        sel = [replace[n].alias(n) if n in replace else F.col(_q(n)) for n in _data_cols(rel.df)
+               if not (n in replace and replace[n] is None) and not n.startswith("__json_")]
+        reason = _first_reason(reasons)
+        return self._view(rel, sel + extra, reason, "quarantined", stage,
+                          record_cols=[c for c in _data_cols(rel.df) if not c.startswith("__json_")])
+
+    def _apply_mapping(self, rel: Rel, step, stage: str) -> Rel:
+        from pyspark.sql import functions as F
+
+        types = dict(rel.df.dtypes)
+        sel, reasons = [], []
+        for i, (src, _stype, dst, dtype_name) in enumerate(step.mappings):
+            target = spark_type(duck_type(dtype_name, f"{stage}.mappings[{i}]"))
+            path = src if src in types else (src if src.split(".")[0] in types else None)
+            if path is None:
+                self.ctx.notes.append(f"{stage}: source column {src!r} not found; {dst!r} is NULL")
+                sel.append(F.lit(None).cast(target).alias(dst))
+                continue
+            col = F.col(_q(path)) if path in types else F.col(path)
+            st = types.get(path, "")
+            if st == target.lower():
+                sel.append(col.alias(dst))
+                continue
+            expr = F.expr(f"try_cast({_q(path) if path in types else path} AS {target})")
+            sel.append(expr.alias(dst))
+            reasons.append((col.isNotNull() & expr.isNull(),
+                            F.concat(F.lit(f"{src}: cannot cast "), col.cast("string"), F.lit(f" to {dtype_name}"))))
+        return self._view(rel, sel, _first_reason(reasons), "quarantined", stage,
+                          record_cols=[c for c in _data_cols(rel.df) if not c.startswith("__json_")])
+
+    def _require(self, rel: Rel, step, stage: str) -> Rel:
+        from pyspark.sql import functions as F
+
+        cols = _data_cols(rel.df)
+        conds = []
+        for c in step.columns:
+            if c not in cols:
+                conds.append((F.lit(True), F.lit(f"missing required field {c} (column absent)")))
+            else:
+                conds.append((F.col(_q(c)).isNull(), F.lit(f"missing required field {c}")))
+        return self._view(rel, [F.col(_q(c)) for c in cols], _first_reason(conds), "quarantined", stage)
+
+    def _filter(self, rel: Rel, step, stage: str) -> Rel:
+        from pyspark.sql import functions as F
+
+        reason = step.reason or f"filter: {step.where}"
+        cond = F.expr(to_spark(step.where))
+        return self._view(rel, [F.col(_q(c)) for c in _data_cols(rel.df)],
+                          F.when(cond.eqNullSafe(True), None).otherwise(F.lit(reason)), "filtered", stage)
+
+    def _dedupe(self, rel: Rel, step, stage: str) -> Rel:
+        from pyspark.sql import functions as F
+        from pyspark.sql.window import Window
+
+        cols = _data_cols(rel.df)
+        for k in step.keys:
+            if k not in cols:
+                raise transforms.StepError(f"{stage}: key column {k!r} not found (columns: {', '.join(cols)})")
+        rel = self._materialize(rel)
+        last = step.keep == "last"
+        order = [F.expr(to_spark(o)) for o in step.order_by] + [F.col("_src"), F.col("_pos")]
+        order = [o.desc_nulls_last() if last else o.asc_nulls_last() for o in order]
+        w = Window.partitionBy(*[F.col(_q(k)) for k in step.keys]).orderBy(*order)
+        not_null = F.lit(True)
+        for k in step.keys:
+            not_null = not_null & F.col(_q(k)).isNotNull()
+        df = rel.df.withColumn("_n", F.when(not_null, F.row_number().over(w)))
+        reason = F.when(F.col("_n") > 1, F.lit("duplicate of " + ", ".join(step.keys)))
+        return self._view(rel, [F.col(_q(c)) for c in cols], reason, "deduplicated", stage, df=df)
+
+    def _join(self, left: Rel, right: Rel, step, stage: str) -> Rel:
+        from pyspark.sql import functions as F
+
+        lt, rt = _data_cols(left.df), _data_cols(right.df)
+        for k in step.on:
+            for side, cols in (("left", lt), ("right", rt)):
+                if k not in cols:
+                    raise transforms.StepError(f"{stage}: join key {k!r} not in {side} relation")
+        live_r = right.df.filter(F.col("_reason").isNull())
+        dups = live_r.groupBy(*step.on).count().filter(F.col("count") > 1).count()
+        if dups:
+            raise transforms.StepError(
+                f"{stage}: right relation {step.right!r} has {dups} duplicate key(s) on ({', '.join(step.on)});"
+                " joins are many-to-one (dedupe the right side first)")
+        right_cols = [(c, c if c not in lt else f"{c}_{step.right}") for c in rt if c not in step.on]
+        r = live_r.select(*[F.col(_q(k)).alias(f"__k_{k}") for k in step.on],
+                          *[F.col(_q(c)).alias(n) for c, n in right_cols], F.lit(True).alias("_m"))
+        cond = None
+        for k in step.on:
+            c = left.df[_q(k)] == r[f"__k_{k}"]
+            cond = c if cond is None else cond & c
+        joined = left.df.join(r, cond, "left")
+        names = [F.col(_q(c)) for c in lt] + [F.col(_q(n)) for _, n in right_cols]
+        rel = Rel(left.df, left.origin, left.pending)
+        if step.how == "left":
+            return self._view(rel, names, df=joined)
+        return self._view(rel, names, F.when(F.col("_m").isNull(), F.lit("no match in " + step.right)),
+                          "filtered", stage, df=joined)
+
+    def _derive(self, rel: Rel, step, stage: str) -> Rel:
+        from pyspark.sql import functions as F
+
+        if any(transforms._OVER.search(v) for v in step.columns.values()):
+            rel = self._materialize(rel)  # windows see live rows only
+        cols = _data_cols(rel.df)
+        exprs = {k: F.expr(to_spark(v)) for k, v in step.columns.items()}
+        sel = [exprs[c].alias(c) if c in exprs else F.col(_q(c)) for c in cols]
+        sel += [e.alias(k) for k, e in exprs.items() if k not in cols]
+        try:
+            out = self._view(rel, sel)
+            # DuckDB's date parts (hour, isodow...) are BIGINT where Spark's are INT
+            ints = [k for k, t in out.df.select(*[F.col(_q(k)) for k in exprs]).dtypes if t == "int"]
+            if ints:
+                out = Rel(out.df.select(*[F.col(_q(c)).cast("bigint").alias(c) if c in ints else F.col(_q(c))
+                                          for c in out.df.columns]), out.origin, out.pending)
+            return out
+        except Exception as e:
+            raise transforms.StepError(f"{stage}: {str(e).splitlines()[0]}") from e
+
+    def _drop_null_fields(self, rel: Rel, step, stage: str) -> Rel:
+        from pyspark.sql import functions as F
+
+        rel = self._materialize(rel)
+        cols = _data_cols(rel.df)
+        if not cols:
+            return rel
+        counts = rel.df.select(*[F.count(F.col(_q(c))) for c in cols]).collect()[0]
+        keep = [c for c, n in zip(cols, counts, strict=True) if n > 0]
+        dropped = [c for c, n in zip(cols, counts, strict=True) if n == 0]
+        if dropped:
+            self.ctx.notes.append(f"{stage}: dropped all-null columns {', '.join(dropped)}")
+        return self._view(rel, [F.col(_q(c)) for c in keep])
+
+    # -- output -------------------------------------------------------------------------------
+    def stage(self, rel: Rel) -> tuple[Path, str]:
+        """Spark writes the staged Parquet (one file per partition, deterministic names);
+        the embedded engine then reads it for quality rules and publishing."""
+        from pyspark.sql import functions as F
+
+        t = time.time()
+        out = self.job.output
+        parts = out.partition_by
+        null = "__MLPREP_NULL__"
+        cols = [c for c in _data_cols(rel.df) if not c.startswith("__json_")]
+        if not cols:
+            raise MlprepError(f"output.input: relation {out.input!r} has no columns to write")
+        sel = [F.col(_q(c)).cast("timestamp_ntz").alias(c) if t_ == "timestamp" else F.col(_q(c))
+               for c, t_ in rel.df.select(*[F.col(_q(c)) for c in cols]).dtypes]
+        sel += [F.coalesce(F.expr(to_spark(e)).cast("string"), F.lit(null)).alias(k) for k, e in parts.items()]
+        df = rel.df.select(*sel)
+        staged = self.table.staging(self.run_id)
+        ident_src = json.dumps({"config": self.job.model_dump(mode="json"), "files": self._inputs()},
+                               sort_keys=True, default=str)
+        import hashlib
+
+        self.tag = hashlib.sha256(ident_src.encode()).hexdigest()[:16]
+        tmp = staged.with_name(staged.name + ".spark")
+        codec = {"none": "uncompressed"}.get(out.compression, out.compression)
+        writer = (df.repartition(*[F.col(k) for k in parts]) if parts else df.coalesce(1)).write.option(
+            "compression", codec).option("maxRecordsPerFile", out.max_rows_per_file)
+        try:
+            (writer.partitionBy(*parts) if parts else writer).mode("overwrite").parquet(str(tmp))
+        except Exception as e:
+            raise MlprepError(f"computing the output failed: {str(e).splitlines()[0]}") from e
+        staged.mkdir(parents=True, exist_ok=True)
+        for folder in sorted({p.parent for p in tmp.rglob("*.parquet")}):
+            rel_dir = folder.relative_to(tmp)
+            for i, f in enumerate(sorted(folder.glob("*.parquet"))):
+                (staged / rel_dir).mkdir(parents=True, exist_ok=True)
+                f.replace(staged / rel_dir / f"part-{self.tag}-{i}.parquet")
+        shutil.rmtree(tmp, ignore_errors=True)
+        files = sorted(staged.rglob("*.parquet"))
+        for k in parts:
+            if any(f"{k}={null}" in f.parts for f in files):
+                raise MlprepError(f"output.partition_by.{k}: expression gives NULL for some rows;"
+                                  " require the columns it uses first")
+        lst = ", ".join(f"'{f}'" for f in files)
+        if files:
+            self.engine.run(f"CREATE VIEW _staged AS SELECT * FROM read_parquet([{lst}], hive_partitioning = "
+                            f"{'true' if parts else 'false'}, hive_types_autocast = false)")
+        else:
+            raise MlprepError("the job wrote no rows")
+        self.engine.run("CREATE TABLE _out AS SELECT * FROM _staged LIMIT 0")  # the schema (files move at publish)
+        self.check_append_schema()
+        # relations the quality rules refer to (ReferentialIntegrity "users.user_id"), by name
+        for name, r in self.rels.items():
+            if name != out.input and name in (self.job.quality.rules + self.job.quality.warn):
+                self.engine.register(f"_rel_{name}", r.df.filter(F.col("_reason").isNull())
+                                     .select(*[F.col(_q(c)) for c in _data_cols(r.df) if not c.startswith("__json_")])
+                                     .toArrow())
+                self.ctx.relations[name] = transforms.Relation(f"_rel_{name}", name)
+        self._tick("write", t)
+        return staged, "_staged"
+
+
+def _first_reason(conds: list) -> Any:
+    from pyspark.sql import functions as F
+
+    if not conds:
+        return None
+    expr = F.when(conds[0][0], conds[0][1])
+    for c, r in conds[1:]:
+        expr = expr.when(c, r)
+    return expr
+
+
+def _spark_family(t: str) -> str:
+    t = t.lower()
+    if t in ("double", "float") or t.startswith("decimal"):
+        return "double"
+    if t in ("bigint", "int", "smallint", "tinyint"):
+        return "long"
+    if t == "boolean":
+        return "boolean"
+    return "string"
+
+
+def _family(raw_json):
+    """The JSON type of a value from its JSON text (as DuckDB's json_type tells it)."""
+    from pyspark.sql import functions as F
+
+    first = F.substring(raw_json, 1, 1)
+    return (F.when(raw_json.isNull() | (raw_json == "null"), None)
+            .when(first == '"', "string").when(first == "{", "struct").when(first == "[", "array")
+            .when(raw_json.isin("true", "false"), "boolean")
+            .when(raw_json.rlike(r"^-?\d+$"), "long").otherwise("double"))
+
+
+def run_job_spark(config, params: dict[str, Any] | None = None, *, master: str = "local[2]", spark=None,
+                  progress: bool | None = None, now: dt.datetime | None = None):
+    """``run_job`` on Spark: same arguments, same summary (``engine`` says which ran it)."""
+    own = spark is None
+    spark = spark or session(master)
+    try:
+        return batch_job.run_job(config, params, progress=progress, now=now,
+                                 run_factory=lambda job, values, prog, when: SparkRun(job, values, prog, when, spark))
+    finally:
+        if own:
+            spark.stop()
