@@ -74,8 +74,9 @@ def run_stream(spec: str | Path | dict | FeatureSpec, source: str, out: str | Pa
     """Aggregate every event of ``source`` (a JSON-lines path) and return the run summary.
 
     ``speedup``: replay paced by event time, this many times faster than real time (None: as
-    fast as possible). ``checkpoint``: folder of checkpoints, one every ``checkpoint_every``
-    blocks and one at the end.
+    fast as possible). Sink files are written every ``checkpoint_every`` blocks (memory stays
+    bounded by that, not by the run); ``checkpoint``: folder of checkpoints, committed at the same
+    points and at the end.
     """
     spec = spec if isinstance(spec, FeatureSpec) else load_spec(spec)
     out = Path(out)
@@ -146,7 +147,7 @@ def run_stream(spec: str | Path | dict | FeatureSpec, source: str, out: str | Pa
         blocks += 1
         since += 1
         fault(f"stream:block={blocks}")
-        if ckpt and since >= checkpoint_every:
+        if since >= checkpoint_every:  # sinks flushed (and, with --checkpoint, committed) as it goes
             commit()
             since = 0
     sinks.add(agg.flush(), pl.DataFrame(), counts)
