@@ -62,6 +62,16 @@ def cmd_batch_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_glue(a: argparse.Namespace) -> int:
+    from mlprep.batch.glue import export
+
+    paths = export(a.config, a.out, role=a.role, script_location=a.script_location, mlprep_wheel=a.mlprep_wheel,
+                   worker_type=a.worker_type, workers=a.workers)
+    for p in paths.values():
+        print(p)
+    return 0
+
+
 def cmd_bookmark(a: argparse.Namespace) -> int:
     from mlprep.batch import job
 
@@ -166,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--engine", default="embedded", help="embedded (DuckDB, default) or spark (pip install mlprep[spark])")
     r.add_argument("--master", default="local[2]", help="Spark master URL for --engine spark (default local[2])")
     r.set_defaults(fn=cmd_batch_run)
+    eg = batch.add_parser("export-glue", help="write the job as an AWS Glue job (script + CreateJob arguments)")
+    eg.add_argument("config", help="job config (YAML)")
+    eg.add_argument("--out", required=True, help="folder for <job>.py and <job>.job.json")
+    eg.add_argument("--role", default="arn:aws:iam::123456789012:role/GlueJobRole", help="Glue job role ARN")
+    eg.add_argument("--script-location", help="s3:// URI the script will be uploaded to")
+    eg.add_argument("--mlprep-wheel", help="s3:// URI of the mlprep wheel for --additional-python-modules")
+    eg.add_argument("--worker-type", default="G.1X")
+    eg.add_argument("--workers", type=int, default=2)
+    eg.set_defaults(fn=cmd_export_glue)
     b = batch.add_parser("bookmark", help="show, reset or set a job's bookmark", description=(
         "show: print it; reset: the next run reprocesses everything and replaces the table;"
         " set: move a SQL source's key (--key) or mark files as processed (--processed)."))

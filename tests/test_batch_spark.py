@@ -86,3 +86,43 @@ def test_files_per_partition_and_bookmarks(both, small_data, spark):
     again = run_job_spark(JOB, {"data_dir": str(small_data.out_dir), "out_dir": str(d / "spark")}, spark=spark,
                           progress=False)
     assert again.status == "noop"  # the bookmark saw these files
+
+
+def test_exported_glue_job_runs_under_pyspark_and_matches(both, small_data, tmp_path):
+    """The exported script, run by plain PySpark with a stand-in `awsglue`, gives the embedded
+    engine's output."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    _, du, _ = both
+    p = subprocess.run([sys.executable, "-m", "mlprep", "batch", "export-glue", str(JOB), "--out", str(tmp_path / "g"),
+                        "--role", "arn:aws:iam::123456789012:role/glue"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    script, job = tmp_path / "g" / "transactions.py", json.loads((tmp_path / "g" / "transactions.job.json").read_text())
+    assert job["Command"]["Name"] == "glueetl" and job["GlueVersion"] == "5.0" and job["NumberOfWorkers"] == 2
+    assert job["DefaultArguments"]["--job-bookmark-option"] == "job-bookmark-disable"
+    text = script.read_text()
+    assert "getResolvedOptions" in text and "job.init(" in text and "job.commit()" in text
+    assert "PARTITION_KEYS = ['dt']" in text
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "glue_stub"), str(ROOT)]),
+           "GLUE_STUB_COMMIT_FILE": str(tmp_path / "commit.json")}
+    p = subprocess.run([sys.executable, str(script), "--JOB_NAME", "transactions-test", "--data_dir",
+                        str(small_data.out_dir), "--out_dir", str(tmp_path / "glue-out")],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads((tmp_path / "commit.json").read_text()) == {"job": "transactions-test", "state": "committed"}
+    a = read_output(str(tmp_path / "glue-out" / "curated" / "transactions")).sort_values("txn_id").reset_index(drop=True)
+    b = read_output(du.summary["output"]["path"]).sort_values("txn_id").reset_index(drop=True)
+    assert len(a) == len(b) and list(a.columns) == list(b.columns)
+    for c in a.columns:
+        if pd.api.types.is_float_dtype(a[c]):
+            assert ((a[c] - b[c]).abs().fillna(0) <= 1e-9 * (1 + b[c].abs().fillna(0))).all(), c
+        else:
+            assert a[c].astype(str).tolist() == b[c].astype(str).tolist(), c
+    p = subprocess.run([sys.executable, "-m", "mlprep", "batch", "export-glue", str(JOB), "--out", str(tmp_path / "x"),
+                        "--role", "admin"], capture_output=True, text=True)
+    assert p.returncode == 2 and "--role: not an IAM role ARN" in p.stderr
