@@ -267,3 +267,15 @@ def test_objects_without_keys_are_records_and_later_keys_are_found(tmp_path):
     (d / "in" / "b.jsonl").write_text("{}\n" * 30_000 + '{"late": 1}\n')
     r, out, _q = _run(_job(d, []))
     assert r.rows["written"] == 30_001 and out["late"].sum() == 1
+
+
+def test_nulls_and_missing_keys_are_not_a_type(tmp_path):
+    """A JSON null or an absent key says nothing about a field's type: no false choice columns,
+    and an array field with gaps still becomes a child relation."""
+    recs = [{"id": 1, "cur": "USD", "items": [{"sku": "a"}]}, {"id": 2, "cur": None, "items": None}, {"id": 3}]
+    _write(tmp_path, "a.jsonl", "\n".join(json.dumps(r) for r in recs) + "\n")
+    cfg = _job(tmp_path, [{"relationalize": {"input": "r", "output": "root"}}])
+    cfg["output"]["input"] = "root_items"
+    r, out, _q = _run(cfg)
+    assert r.summary["sources"]["r"]["choice_columns"] == {}
+    assert out["val_sku"].tolist() == ["a"]

@@ -29,6 +29,7 @@ from mlprep.batch.config import JobConfig, duck_type
 from mlprep.batch.dialect import spark_type, to_spark
 from mlprep.errors import MlprepError
 from mlprep.io import sql as sql_io
+from mlprep.io.files import DETAIL_LIMIT, json_line_reason
 from mlprep.io.fs import list_files
 
 MARKS = transforms.MARKS
@@ -127,13 +128,13 @@ class SparkRun(batch_job._Run):
         parsed = raw.select("_src", "_pos", "value", F.from_json("value", schema).alias("_j"),
                             F.expr("try_parse_json(value)").alias("_v"))
         is_obj = F.expr("schema_of_variant(_v) LIKE 'OBJECT%'")
-        bad = parsed.filter(F.col("_j").isNull() | ~is_obj)
-        reason = F.when(F.col("_v").isNull(), F.lit("malformed JSON")).otherwise(
-            F.concat(F.lit("not a JSON object ("), F.expr("schema_of_variant(_v)"), F.lit(")")))
-        bad_rows = bad.select("_src", "_pos", reason.alias("reason"), "value").collect()
-        self._quarantine([(r["_src"], r["_pos"], f"line {r['_pos']}", "read", r["reason"], r["value"])
-                          for r in bad_rows])
-        good = parsed.filter(F.col("_j").isNotNull() & is_obj)
+        # from_json is lenient (a malformed line gives a struct of NULLs): the variant parse decides
+        bad = parsed.filter(F.col("_v").isNull() | ~is_obj)
+        bad_rows = bad.select("_src", "_pos", "value").orderBy("_src", "_pos").collect()
+        self._quarantine([(r["_src"], r["_pos"], f"line {r['_pos']}", "read",
+                           json_line_reason(r["value"], i < DETAIL_LIMIT), r["value"].rstrip("\r\n"))
+                          for i, r in enumerate(bad_rows)])
+        good = parsed.filter(F.col("_v").isNotNull() & is_obj)
         # JSON types of the columns a resolve_choice step looks at (mixed types infer as string)
         choice = {c for kind, st in self.job.parsed_steps() if kind == "resolve_choice" for c in st.specs}
         extra = [F.expr(f"to_json(variant_get(_v, '$.{c}'))").alias(f"__json_{c}") for c in sorted(choice)

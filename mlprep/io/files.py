@@ -110,9 +110,10 @@ def _type_bits(c: str) -> str:
     """SQL: a bit for the JSON type of the value ``c`` (minified JSON text), read off its first
     character; cheaper than json_type. Integers too long for BIGINT count as doubles."""
     s = f"{c}::VARCHAR"
-    return (f"bit_or(CASE left({s}, 1) WHEN '\"' THEN 1 WHEN '{{' THEN 2 WHEN '[' THEN 4"
+    # a missing key or a JSON null is SQL NULL here: no type (left(NULL) would fall to ELSE)
+    return (f"bit_or(CASE WHEN {s} IS NULL THEN NULL ELSE CASE left({s}, 1) WHEN '\"' THEN 1 WHEN '{{' THEN 2 WHEN '[' THEN 4"
             f" WHEN 't' THEN 8 WHEN 'f' THEN 8 WHEN 'n' THEN 0 ELSE CASE WHEN contains({s}, '.') OR"
-            f" contains({s}, 'e') OR contains({s}, 'E') OR length({s}) > 18 THEN 32 ELSE 16 END END)")
+            f" contains({s}, 'e') OR contains({s}, 'E') OR length({s}) > 18 THEN 32 ELSE 16 END END END)")
 
 
 def _family(bits: int | None) -> list[str]:
@@ -225,6 +226,16 @@ def _parse_sql(struct: dict, lines: str) -> str:
     return f"SELECT _src, _pos, j, {x} AS _x FROM (SELECT _src, _pos, txt, {j} AS j FROM {lines})"
 
 
+def json_line_reason(text: str, detailed: bool = True) -> str:
+    """Why a JSON line is not a record: not an object, or malformed (with the parser's message
+    for the first ``DETAIL_LIMIT`` of a load: each costs a Python parse)."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        return f"malformed JSON: {e}" if detailed else "malformed JSON"
+    return "malformed JSON" if isinstance(value, dict) else f"not a JSON object ({type(value).__name__})"
+
+
 def load_jsonl(
     engine: Engine,
     table: str,
@@ -281,19 +292,8 @@ def load_jsonl(
     bad = engine.rows(f"SELECT _src, _pos, l.txt, json_valid(l.txt) FROM {lines} l SEMI JOIN"
                       f" (SELECT _src, _pos FROM {parsed} WHERE j IS NULL) USING (_src, _pos) ORDER BY _src, _pos"
                       ) if engine.one(f"SELECT count(*) FROM {parsed} WHERE j IS NULL") else []
-    rows = []
-    for i, (s, p, t, valid) in enumerate(bad):
-        if valid:
-            reason = f"not a JSON object ({type(json.loads(t)).__name__})"
-        elif i < DETAIL_LIMIT:
-            try:
-                json.loads(t)
-                reason = "malformed JSON"
-            except ValueError as e:
-                reason = f"malformed JSON: {e}"
-        else:
-            reason = "malformed JSON"
-        rows.append((s, p, f"line {p}", reason, t.rstrip("\r\n")))
+    rows = [(s, p, f"line {p}", json_line_reason(t, i < DETAIL_LIMIT), t.rstrip("\r\n"))
+            for i, (s, p, t, _valid) in enumerate(bad)]
     _quarantine_rows(engine, rows)
     stats.quarantined += len(rows)
     for t, _ in parts:
