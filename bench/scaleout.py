@@ -7,8 +7,8 @@ Streams: the demo feature spec (5-minute tumbling, 10-minute hopping every minut
 sessions; six aggregates each) over the same events.jsonl replay, by mlprep's embedded engine
 and by the spec compiled to Flink SQL on PyFlink's local mini-cluster (`make flink-venv`);
 Flink's start-up is measured on a one-event file and reported apart. Batch: the demo batch job
-on the embedded DuckDB engine (Spark: see the closing note of issue 6 — `--engine spark` is not
-there yet). Each run is a fresh process; peak RSS is its own (Flink: the driver and JVM together,
+on the embedded DuckDB engine and on Spark local[2] (`--engine spark`; the same accounting is
+asserted), Spark's session start reported apart. Each run is a fresh process; peak RSS is its own (Flink: the driver and JVM together,
 sampled every 0.2 s).
 """
 
@@ -49,12 +49,39 @@ print(json.dumps({"wall_s": wall, "rows": r.rows,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
+SPARK_BATCH = """
+import json, sys, time
+t0 = time.perf_counter()
+from mlprep.batch.spark import run_job_spark, session
+spark = session("local[2]")
+started = time.perf_counter() - t0
+r = run_job_spark(sys.argv[1], {"data_dir": sys.argv[2], "out_dir": sys.argv[3]}, spark=spark, progress=False)
+wall = time.perf_counter() - t0
+spark.stop()
+print(json.dumps({"wall_s": wall, "session_s": started, "rows": r.rows}))
+"""
+
 
 def _py(code: str, *args: str) -> dict:
-    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(p.stderr[-3000:])
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    """A fresh Python process; peak RSS of its whole tree (a JVM for Spark), sampled."""
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            root = psutil.Process(proc.pid)
+            peak = max(peak, sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]))
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(err[-3000:])
+    r = json.loads(out.strip().splitlines()[-1])
+    r["peak_rss_mb"] = max(r.get("peak_rss_mb", 0), peak / 2**20)
+    return r
 
 
 def _flink(sql: Path) -> dict:
@@ -103,6 +130,12 @@ def main() -> None:
         sql.write_text(compile_sql(spec, Endpoint("filesystem", path=str(one)), Endpoint("filesystem", path=str(d / "o1"))))
         results["flink_startup_s"] = round(_flink(sql)["wall_s"], 2)
         results["embedded_stream_startup_s"] = round(_py(EMBEDDED_STREAM, str(SPEC), str(one), str(d / "e1"))["wall_s"], 2)
+        tiny = d / "tiny"
+        generate(tiny, rows=1000, seed=1)
+        sb = _py(SPARK_BATCH, str(JOB), str(tiny), str(d / "sb1"))
+        results["spark_startup_s"] = round(sb["session_s"], 2)
+        results["spark_batch_1000_rows_s"] = round(sb["wall_s"], 2)
+        results["embedded_batch_1000_rows_s"] = round(_py(EMBEDDED_BATCH, str(JOB), str(tiny), str(d / "eb1"))["wall_s"], 2)
         for n in (int(x) for x in a.sizes.split(",")):
             data = d / f"data{n}"
             generate(data, rows=n, seed=7)
@@ -122,10 +155,16 @@ def main() -> None:
             b = _py(EMBEDDED_BATCH, str(JOB), str(data), str(d / f"batch{n}"))
             r["batch_embedded"] = {"wall_s": round(b["wall_s"], 2), "rows_per_s": round(n / b["wall_s"]),
                                    "peak_rss_mb": round(b["peak_rss_mb"])}
+            sp = _py(SPARK_BATCH, str(JOB), str(data), str(d / f"spark{n}"))
+            assert sp["rows"] == b["rows"], (sp["rows"], b["rows"])  # the same job, the same accounting
+            r["batch_spark_local"] = {"wall_s": round(sp["wall_s"], 2), "rows_per_s": round(n / sp["wall_s"]),
+                                      "rows_per_s_after_startup": round(n / max(sp["wall_s"] - sp["session_s"], 1e-3)),
+                                      "peak_rss_mb": round(sp["peak_rss_mb"])}
             r["stream_ratio_flink_over_embedded"] = round(f["wall_s"] / e["wall_s"], 1)
+            r["batch_ratio_spark_over_embedded"] = round(sp["wall_s"] / b["wall_s"], 1)
             results["sizes"][str(n)] = r
             print(json.dumps({n: r}), flush=True)
-            for p in (data, d / f"emb{n}", d / f"flink{n}", d / f"batch{n}"):
+            for p in (data, d / f"emb{n}", d / f"flink{n}", d / f"batch{n}", d / f"spark{n}"):
                 subprocess.run(["rm", "-rf", str(p)], check=False)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(results, indent=2) + "\n")
