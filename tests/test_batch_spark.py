@@ -185,3 +185,26 @@ def test_transforms_match_the_embedded_engine(name, spark, tmp_path):
     cols = sorted(b.columns)
     norm = [lambda df: df[cols].astype(str).sort_values(cols).values.tolist()]
     assert norm[0](a) == norm[0](b)
+
+
+def test_csv_malformed_rows_match_the_embedded_engine(spark, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("id,amount\n1,2.5\n2,3.0,EXTRA\n3,abc\n4,\n5,7\n")
+    steps = [{"apply_mapping": {"input": "r", "mappings": [["id", "string", "id", "long"],
+                                                           ["amount", "string", "amount", "double"]]}},
+             {"require": {"input": "r", "columns": ["amount"]}}]
+
+    def cfg(tag):
+        return {"name": "t", "sources": {"r": {"format": "csv", "path": str(tmp_path / "in")}}, "steps": steps,
+                "output": {"input": "r", "path": str(tmp_path / tag / "t"), "quarantine": str(tmp_path / tag / "q")}}
+
+    du = run_job(cfg("duck"), progress=False)
+    sp = run_job_spark(cfg("spark"), spark=spark, progress=False)
+    assert sp.rows == du.rows == {"read": 5, "written": 2, "quarantined": 3, "deduplicated": 0, "filtered": 0}
+    qa = pd.read_parquet(sp.summary["quarantine"]["file"]).sort_values("position")
+    qb = pd.read_parquet(du.summary["quarantine"]["file"]).sort_values("position")
+    assert qa["position"].tolist() == qb["position"].tolist()
+    assert [r.split(":")[0] for r in qa["reason"]] == [r.split(":")[0] for r in qb["reason"]]
+    a = read_output(str(tmp_path / "spark" / "t")).sort_values("id")
+    b = read_output(str(tmp_path / "duck" / "t")).sort_values("id")
+    assert a.values.tolist() == b.values.tolist()

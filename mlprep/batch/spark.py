@@ -156,7 +156,9 @@ class SparkRun(batch_job._Run):
         frames = []
         for fid, f in zip(ids, todo, strict=True):
             if src.format == "csv":
-                d = self.spark.read.csv(f.url, header=src.header, sep=src.delimiter, inferSchema=True)
+                d = self._read_csv(fid, f.url, src, info)
+                frames.append(d)
+                continue
             else:
                 d = self.spark.read.parquet(f.url)
             w = Window.orderBy(F.monotonically_increasing_id())
@@ -167,10 +169,49 @@ class SparkRun(batch_job._Run):
         df = frames[0]
         for f in frames[1:]:
             df = df.unionByName(f, allowMissingColumns=True)
-        info["read"] = df.count()
+        info["read"] = df.count() + info["quarantined"]
         if src.bookmark:
             self.bookmark_out = bookmarks.advance(self.bookmark_out, name, files=todo)
         return df
+
+    def _read_csv(self, fid: int, url: str, src, info: dict[str, Any]):
+        """CSV as text columns, as the embedded engine reads it: lines parsed by Python's csv
+        module on the executors; a line with the wrong number of fields is quarantined with its
+        line number; good records are numbered in order (``record N``)."""
+        import csv
+
+        from pyspark.sql import functions as F
+        from pyspark.sql.window import Window
+
+        lines = self.spark.read.text(url).rdd.zipWithIndex().map(lambda r: (r[1] + 1, r[0][0]))
+        first = lines.filter(lambda r: r[1].strip() != "").first() if src.header else None
+        header = next(csv.reader([first[1]], delimiter=src.delimiter)) if first else None
+        width = len(header) if header else len(next(csv.reader([lines.first()[1]], delimiter=src.delimiter)))
+        names = header or [f"column{i}" for i in range(width)]
+        skip = first[0] if first else 0
+        delim = src.delimiter
+
+        def parse(rec):
+            line, text = rec
+            if line <= skip or not text.strip():
+                return []
+            fields = next(csv.reader([text], delimiter=delim))
+            if len(fields) != width:
+                kind = "TOO MANY COLUMNS" if len(fields) > width else "MISSING COLUMNS"
+                return [(line, None, f"malformed CSV ({kind}): Expected Number of Columns: {width} Found: "
+                         f"{len(fields)}", text)]
+            return [(line, [f if f != "" else None for f in fields], None, None)]  # empty field: NULL
+
+        parsed = lines.flatMap(parse).cache()
+        bad = parsed.filter(lambda r: r[1] is None).collect()
+        self._quarantine([(fid, ln, f"line {ln}", "read", reason, text) for ln, _, reason, text in sorted(bad)])
+        info["quarantined"] = info.get("quarantined", 0) + len(bad)
+        good = parsed.filter(lambda r: r[1] is not None).map(lambda r: (r[0], *r[1]))
+        schema = ", ".join(["_line BIGINT", *[f"{_q(n)} STRING" for n in names]])
+        df = self.spark.createDataFrame(good, schema)
+        w = Window.orderBy("_line")
+        return df.select(F.lit(fid).alias("_src"), F.row_number().over(w).cast("bigint").alias("_pos"),
+                         *[F.col(_q(n)) for n in names])
 
     def _extract_sql_spark(self, name: str, src, info: dict[str, Any]):
         """SQL sources are read by mlprep's reader (no JDBC jars needed) and handed to Spark."""
