@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"mlprep {__version__}")
     p.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines on stderr")
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
-    sub = p.add_subparsers(dest="group", required=True, metavar="{data,batch,stream,pipeline,registry,endpoint,run}")
+    sub = p.add_subparsers(dest="group", required=True, metavar="{data,batch,stream,pipeline,registry,endpoint,run,deploy}")
 
     data = sub.add_parser("data", help="sample data").add_subparsers(dest="cmd", required=True)
     g = data.add_parser("generate", help="write the seeded card-payments data set",
@@ -229,9 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--parallelism", type=int, default=2)
     sc.set_defaults(fn=cmd_stream_compile)
 
+    from mlprep.deploy.cli import add_commands as deploy_commands
     from mlprep.pipeline.cli import add_commands
 
     add_commands(sub)
+    deploy_commands(sub)
 
     run = sub.add_parser("run", help="run the stage notebooks headless (papermill), chained", description=(
         "Runs a plan's notebooks in order, each stage's outputs passed on as the next one's parameters, into "

@@ -1,0 +1,95 @@
+"""`mlprep deploy plan`: every artifact written and checked before anything is created; the
+state machine passes a structural ASL check that catches broken ones; costs from the table;
+no credentials in the plan."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mlprep.deploy import asl, costs
+from mlprep.errors import ConfigError
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def plan_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("plan")
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "AKIAPLANTESTKEY0001", "AWS_SECRET_ACCESS_KEY": "plan-secret-value-42"}
+    p = subprocess.run([sys.executable, "-m", "mlprep", "deploy", "plan", "--out", str(out), "--region", "eu-west-1",
+                        "--bucket", "acme-ml", "--runs-per-day", "4"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return out
+
+
+def test_plan_writes_every_artifact(plan_dir):
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    for f in plan["files"].values():
+        assert (plan_dir / f).is_file(), f
+    job = json.loads((plan_dir / "glue" / "mlprep-transactions.job.json").read_text())
+    assert job["Role"] == "arn:aws:iam::123456789012:role/mlprep-glue"
+    assert job["Command"]["ScriptLocation"] == "s3://acme-ml/mlprep/code/glue/mlprep-transactions.py"
+    sql = (plan_dir / "flink" / "user_txn_features.sql").read_text()
+    assert "'stream.arn' = 'arn:aws:kinesis:eu-west-1:123456789012:stream/mlprep-events'" in sql
+    app = json.loads((plan_dir / "flink" / "application.json").read_text())
+    cfg = app["ApplicationConfiguration"]["FlinkApplicationConfiguration"]
+    assert cfg["CheckpointConfiguration"]["CheckpointingEnabled"] and cfg["ParallelismConfiguration"]["Parallelism"] == 2
+    definition = json.loads((plan_dir / plan["files"]["pipeline_definition"]).read_text())
+    assert "s3://acme-ml/" in json.dumps(definition)
+    assert (plan_dir / "SUMMARY.md").read_text().count("|") > 20
+
+
+def test_state_machine_is_valid_and_the_check_catches_broken_ones(plan_dir):
+    sm = json.loads((plan_dir / "stepfunctions" / "state_machine.json").read_text())
+    assert asl.validate(sm) == []
+    assert sm["States"]["RunGlueJob"]["Resource"] == "arn:aws:states:::glue:startJobRun.sync"
+    assert all("TimeoutSeconds" in s for s in sm["States"].values() if s["Type"] == "Task")
+    assert all(s.get("Catch") and s.get("Retry") for s in sm["States"].values() if s["Type"] == "Task")
+    broken = copy.deepcopy(sm)
+    broken["States"]["StartPipeline"]["Next"] = "Nowhere"
+    del broken["States"]["RunGlueJob"]["TimeoutSeconds"]
+    broken["States"]["RunGlueJob"]["Retry"][0]["BackoffRate"] = 0.5
+    broken["States"]["Orphan"] = {"Type": "Pass", "End": True}
+    broken["States"]["DescribePipelineExecution"]["Catch"] = [{"ErrorEquals": [], "Next": "DeploymentFailed"}]
+    problems = " | ".join(asl.validate(broken))
+    assert "StartPipeline: goes to 'Nowhere', which is not a state" in problems
+    assert "RunGlueJob: a Task needs TimeoutSeconds" in problems
+    assert "RunGlueJob.Retry[0]: BackoffRate must be >= 1.0" in problems
+    assert "Orphan: unreachable from StartAt" in problems
+    assert "DescribePipelineExecution.Catch[0]: ErrorEquals must be a non-empty list" in problems
+    assert asl.validate({"StartAt": "A", "States": {"A": {"Type": "Pass"}}}) == [
+        "state machine.States.A: needs Next or End: true", "state machine: no reachable terminal state"]
+
+
+def test_costs_follow_the_sizes_and_the_price_table(plan_dir):
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    rows = {r["item"]: r for r in plan["costs_per_day"]}
+    assert rows["Glue job"]["quantity"] == "1.33 DPU-hours"  # 2 x G.1X x 10 min x 4 runs
+    assert rows["Glue job"]["usd_per_day"] == round(0.44 * 2 * 10 / 60 * 4, 2)
+    assert rows["Managed Flink application"]["usd_per_day"] == round(0.11 * 3 * 24, 2)
+    assert plan["total_usd_per_day"] == round(sum(r["usd_per_day"] for r in plan["costs_per_day"]), 2)
+    with pytest.raises(ConfigError, match=r"no price for SageMaker instance 'ml\.p9\.huge'"):
+        costs.estimate(costs.Sizes(endpoint_instance="ml.p9.huge"), costs.load_prices(ROOT / "conf" / "deploy" / "prices.yaml"))
+
+
+def test_no_credentials_in_the_plan(plan_dir):
+    for p in plan_dir.rglob("*"):
+        if p.is_file() and p.suffix != ".gz":
+            text = p.read_text(errors="replace")
+            assert "plan-secret-value-42" not in text and "AKIAPLANTESTKEY0001" not in text, p
+
+
+def test_bad_roles_and_names_fail_before_anything_is_written(tmp_path):
+    base = [sys.executable, "-m", "mlprep", "deploy", "plan", "--out", str(tmp_path / "p")]
+    p = subprocess.run([*base, "--glue-role", "admin"], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 2 and "--glue-role: not an IAM role ARN: 'admin'" in p.stderr
+    p = subprocess.run([*base, "--flink-role", "arn:aws:iam::999999999999:role/x"], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 2 and "roles of different accounts" in p.stderr
+    p = subprocess.run([*base, "--bucket", "Bad_Bucket"], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 2 and "--bucket: not an S3 bucket name" in p.stderr
+    assert not (tmp_path / "p").exists()
