@@ -62,12 +62,11 @@ print(json.dumps({"wall_s": wall, "session_s": started, "rows": r.rows}))
 """
 
 
-def _py(code: str, *args: str) -> dict:
-    """A fresh Python process; peak RSS of its whole tree (a JVM for Spark), sampled."""
+def _sampled(cmd: list[str]) -> tuple[str, int]:
+    """Run ``cmd``; its stdout and the peak RSS (bytes) of its whole process tree, sampled."""
     import psutil
 
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
     while proc.poll() is None:
         try:
@@ -79,6 +78,12 @@ def _py(code: str, *args: str) -> dict:
     out, err = proc.communicate()
     if proc.returncode != 0:
         raise SystemExit(err[-3000:])
+    return out, peak
+
+
+def _py(code: str, *args: str) -> dict:
+    """A fresh Python process; peak RSS of its whole tree (a JVM for Spark), sampled."""
+    out, peak = _sampled([sys.executable, "-c", code, *args])
     r = json.loads(out.strip().splitlines()[-1])
     r["peak_rss_mb"] = max(r.get("peak_rss_mb", 0), peak / 2**20)
     return r
@@ -86,24 +91,10 @@ def _py(code: str, *args: str) -> dict:
 
 def _flink(sql: Path) -> dict:
     """PyFlink's driver and its JVM: wall time, and peak RSS of the whole process tree (sampled)."""
-    import psutil
-
     from mlprep.stream.flink import FLINK_PYTHON
 
     t0 = time.perf_counter()
-    proc = subprocess.Popen([str(FLINK_PYTHON), str(ROOT / "mlprep" / "stream" / "flink_job.py"), str(sql)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            root = psutil.Process(proc.pid)
-            peak = max(peak, sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]))
-        except psutil.Error:
-            pass
-        time.sleep(0.2)
-    _out, err = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(err[-3000:])
+    _out, peak = _sampled([str(FLINK_PYTHON), str(ROOT / "mlprep" / "stream" / "flink_job.py"), str(sql)])
     return {"wall_s": time.perf_counter() - t0, "peak_rss_mb": peak / 2**20}
 
 

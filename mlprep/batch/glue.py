@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import pprint
-import re
 from pathlib import Path
 from typing import Any
 
 from mlprep import __version__
+from mlprep.awsnames import role_arn
 from mlprep.batch.config import load_job
 from mlprep.errors import ConfigError
 from mlprep.yamlconf import read_mapping
@@ -58,8 +58,7 @@ def export(config: str | Path, out: str | Path, *, role: str = "arn:aws:iam::123
            script_location: str | None = None, mlprep_wheel: str | None = None, worker_type: str = "G.1X",
            workers: int = 2, timeout_minutes: int = 60, job_name: str | None = None) -> dict[str, Path]:
     """Write ``<out>/<job>.py`` and ``<out>/<job>.job.json`` (CreateJob arguments)."""
-    if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", role):
-        raise ConfigError("--role", f"not an IAM role ARN: {role!r}")
+    role_arn(role, "--role")
     if workers < 2:
         raise ConfigError("--workers", "Glue needs at least 2 workers")
     raw = read_mapping(config, "job config", "config")

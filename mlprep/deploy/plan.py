@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlprep.awsnames import role_arn
 from mlprep.deploy import asl, costs
 from mlprep.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-_ROLE = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]{1,512}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 
 
@@ -43,11 +43,8 @@ class Target:
     names: dict[str, str] = field(default_factory=dict)
 
     def check(self) -> None:
-        for f in ("glue_role", "flink_role", "sagemaker_role", "states_role"):
-            if not _ROLE.match(getattr(self, f)):
-                raise ConfigError(f"--{f.replace('_', '-')}", f"not an IAM role ARN: {getattr(self, f)!r}")
-        accounts = {_ROLE.match(getattr(self, f)).group(1) for f in ("glue_role", "flink_role", "sagemaker_role",
-                                                                        "states_role")}
+        accounts = {role_arn(getattr(self, f), f"--{f.replace('_', '-')}")
+                    for f in ("glue_role", "flink_role", "sagemaker_role", "states_role")}
         if len(accounts) > 1:
             raise ConfigError("--*-role", f"roles of different accounts: {sorted(accounts)}")
         if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.bucket):
@@ -59,7 +56,7 @@ class Target:
 
     @property
     def account(self) -> str:
-        return _ROLE.match(self.glue_role).group(1)
+        return role_arn(self.glue_role, "--glue-role")
 
 
 def write_plan(out: str | Path, *, job_config: str | Path, spec: str | Path,

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mlprep.errors import ConfigError
+from mlprep.awsnames import role_arn
 from mlprep.pipeline import staging
 
 
@@ -19,17 +19,10 @@ def _client(service: str, endpoint_url: str | None):
     return boto3.client(service, endpoint_url=endpoint_url)
 
 
-def _check_role(role: str) -> None:
-    import re
-
-    if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}", role or ""):
-        raise ConfigError("--role-arn", f"not an IAM role ARN: {role!r}")
-
-
 def upsert(definition: str | Path, name: str, role: str, endpoint_url: str | None = None,
            description: str | None = None) -> dict:
     """Create or update pipeline ``name``; returns {PipelineArn, Created, CodeUploaded}."""
-    _check_role(role)
+    role_arn(role, "--role-arn")
     path = Path(definition)
     text = path.read_text()
     json.loads(text)  # fail here, not in the service, on a broken file

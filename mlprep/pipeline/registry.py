@@ -100,11 +100,14 @@ class Registry:
         _write(self.root / "models" / f"{name}.json", rec)
         return rec
 
-    def model(self, name: str) -> dict:
-        p = self.root / "models" / f"{name}.json"
+    def _get(self, kind: str, folder: str, name: str) -> dict:
+        p = self.root / folder / f"{name}.json"
         if not p.is_file():
-            raise RegistryError(f"no model named {name!r}")
+            raise RegistryError(f"no {kind} named {name!r}")
         return _read(p)
+
+    def model(self, name: str) -> dict:
+        return self._get("model", "models", name)
 
     # --- model packages
     def create_model_package(self, storage: Storage, args: dict, metrics: dict | None = None) -> dict:
@@ -177,10 +180,7 @@ class Registry:
         return rec
 
     def endpoint_config(self, name: str) -> dict:
-        p = self.root / "endpoint-configs" / f"{name}.json"
-        if not p.is_file():
-            raise RegistryError(f"no endpoint config named {name!r}")
-        return _read(p)
+        return self._get("endpoint config", "endpoint-configs", name)
 
     def save_endpoint(self, rec: dict) -> None:
         _write(self.root / "endpoints" / f"{rec['EndpointName']}.json", rec)
@@ -189,10 +189,7 @@ class Registry:
         return [_read(p) for p in sorted((self.root / "endpoints").glob("*.json"))]
 
     def endpoint(self, name: str) -> dict:
-        p = self.root / "endpoints" / f"{name}.json"
-        if not p.is_file():
-            raise RegistryError(f"no endpoint named {name!r}")
-        return _read(p)
+        return self._get("endpoint", "endpoints", name)
 
     def delete_endpoint(self, name: str) -> None:
         (self.root / "endpoints" / f"{name}.json").unlink(missing_ok=True)
