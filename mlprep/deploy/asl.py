@@ -8,7 +8,6 @@ from typing import Any
 
 from mlprep.errors import ConfigError
 
-TRANSIENT = ["States.TaskFailed"]  # narrowed per task below
 GLUE_RETRY = ["Glue.ConcurrentRunsExceededException", "Glue.ThrottlingException",
               "Glue.InternalServiceException", "Glue.OperationTimeoutException"]
 SM_RETRY = ["SageMaker.ThrottlingException", "SageMaker.SageMakerException", "ThrottlingException"]

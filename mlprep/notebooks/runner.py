@@ -288,7 +288,3 @@ class Runner:
     def _say(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-
-def help_notebook(notebook: str) -> str:
-    return inspection.describe(notebook)
-

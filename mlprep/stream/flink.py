@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,9 +153,3 @@ def run_local(sql_file: Path, timeout: float = 900, python: Path | None = None) 
         raise RuntimeError(f"Flink job failed:\n{p.stderr[-4000:]}")
     return float(p.stdout.strip().splitlines()[-1])
 
-
-def main_compile(spec: FeatureSpec, out: Path, source: Endpoint, sink: Endpoint, parallelism: int) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(compile_sql(spec, source, sink, parallelism))
-    print(out, file=sys.stderr)
-    return out
