@@ -5,6 +5,7 @@ no credentials in the plan."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import subprocess
@@ -33,7 +34,12 @@ def test_plan_writes_every_artifact(plan_dir):
         assert (plan_dir / f).is_file(), f
     job = json.loads((plan_dir / "glue" / "mlprep-transactions.job.json").read_text())
     assert job["Role"] == "arn:aws:iam::123456789012:role/mlprep-glue"
-    assert job["Command"]["ScriptLocation"] == "s3://acme-ml/mlprep/code/glue/mlprep-transactions.py"
+    script = (plan_dir / "glue" / "mlprep-transactions.py").read_bytes()
+    digest = hashlib.sha256(script).hexdigest()[:16]
+    assert job["Command"]["ScriptLocation"] == f"s3://acme-ml/mlprep/code/glue/{digest}/mlprep-transactions.py"
+    assert job["DefaultArguments"]["--additional-python-modules"] == plan["code"]["mlprep_wheel"]
+    manifest = json.loads((plan_dir / "code" / "manifest.json").read_text())
+    assert manifest[job["Command"]["ScriptLocation"]] == hashlib.sha256(script).hexdigest()
     sql = (plan_dir / "flink" / "user_txn_features.sql").read_text()
     assert "'stream.arn' = 'arn:aws:kinesis:eu-west-1:123456789012:stream/mlprep-events'" in sql
     app = json.loads((plan_dir / "flink" / "application.json").read_text())

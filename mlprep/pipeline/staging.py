@@ -31,15 +31,16 @@ class CodeBundle:
         return hashlib.sha256(self.data).hexdigest()
 
 
-def _key(bucket: str, prefix: str, data: bytes, name: str) -> str:
+def bundle(data: bytes, bucket: str, prefix: str, name: str) -> CodeBundle:
+    """``data`` at ``s3://bucket/prefix/<sha256[:16]>/name``."""
     digest = hashlib.sha256(data).hexdigest()[:16]
-    return f"s3://{bucket}/{prefix.strip('/')}/{digest}/{name}"
+    return CodeBundle(f"s3://{bucket}/{prefix.strip('/')}/{digest}/{name}", data)
 
 
 def script(path: Path, bucket: str, prefix: str) -> CodeBundle:
     """One file, e.g. a processing step's ``code``."""
     data = Path(path).read_bytes()
-    return CodeBundle(_key(bucket, prefix, data, Path(path).name), data)
+    return bundle(data, bucket, prefix, Path(path).name)
 
 
 def tar_gz(files: dict[str, Path]) -> bytes:
@@ -61,7 +62,7 @@ def source_dir(files: dict[str, Path], bucket: str, prefix: str,
                name: str = "sourcedir.tar.gz") -> CodeBundle:
     """A script-mode ``sagemaker_submit_directory`` archive."""
     data = tar_gz(files)
-    return CodeBundle(_key(bucket, prefix, data, name), data)
+    return bundle(data, bucket, prefix, name)
 
 
 def sidecar_dir(definition: Path) -> Path:
@@ -69,9 +70,13 @@ def sidecar_dir(definition: Path) -> Path:
 
 
 def write_sidecar(definition: Path, bundles: list[CodeBundle]) -> Path:
-    """Write ``<definition>.code/`` with ``manifest.json`` ({uri: sha256}) and the bytes under
-    ``s3/<bucket>/<key>``."""
-    d = sidecar_dir(definition)
+    """Write ``<definition>.code/`` (see ``write_bundles``)."""
+    return write_bundles(sidecar_dir(definition), bundles)
+
+
+def write_bundles(d: Path, bundles: list[CodeBundle]) -> Path:
+    """Write ``d/manifest.json`` ({uri: sha256}) and the bytes under ``d/s3/<bucket>/<key>``."""
+    d = Path(d)
     manifest = {}
     for b in bundles:
         target = d / "s3" / b.uri.removeprefix("s3://")
@@ -84,7 +89,12 @@ def write_sidecar(definition: Path, bundles: list[CodeBundle]) -> Path:
 
 def read_sidecar(definition: Path) -> list[CodeBundle]:
     """The bundles staged beside ``definition`` (none if there is no sidecar), sha256-checked."""
-    d = sidecar_dir(definition)
+    return read_bundles(sidecar_dir(definition))
+
+
+def read_bundles(d: Path) -> list[CodeBundle]:
+    """The bundles written by ``write_bundles`` (none if ``d`` has no manifest), sha256-checked."""
+    d = Path(d)
     if not (d / "manifest.json").exists():
         return []
     out = []

@@ -2,11 +2,19 @@
 
 Runs in PyFlink's own environment (``.venv-flink``: apache-flink pins pandas 2.2 and pyarrow
 16), so it imports nothing from mlprep:  ``.venv-flink/bin/python flink_job.py SCRIPT.sql``
+
+It is also the ``main.py`` of the Managed Flink application (``mlprep deploy plan``): there,
+without an argument, the script is the ``sql`` property of the ``mlprep`` property group in
+the application properties, found beside this file, and the job is submitted, not waited for.
 """
 
+import json
+import os
 import re
 import sys
 import time
+
+APPLICATION_PROPERTIES = "/etc/flink/application_properties.json"  # where Managed Flink puts them
 
 
 def statements(script: str) -> list[str]:
@@ -25,7 +33,14 @@ def statements(script: str) -> list[str]:
     return out
 
 
-def main(path: str) -> None:
+def managed_script() -> str:
+    """The SQL file named in the application properties, beside this file."""
+    with open(APPLICATION_PROPERTIES, encoding="utf-8") as f:
+        groups = {g["PropertyGroupId"]: g["PropertyMap"] for g in json.load(f)}
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), groups["mlprep"]["sql"])
+
+
+def main(path: str, wait: bool = True) -> None:
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
     t0 = time.perf_counter()
@@ -39,10 +54,13 @@ def main(path: str) -> None:
             env.get_config().set(m.group(1), m.group(2))
         else:
             result = env.execute_sql(stmt)
-    if result is not None:
+    if result is not None and wait:
         result.wait()
     print(f"{time.perf_counter() - t0:.3f}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if len(sys.argv) > 1:
+        main(sys.argv[1])
+    else:  # on Managed Flink: the service runs the job; main returns once it is submitted
+        main(managed_script(), wait=False)
