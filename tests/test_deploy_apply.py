@@ -321,3 +321,29 @@ def test_the_flink_zip_runs_its_sql_from_the_application_properties(tmp_path, pl
     assert statements[-1].startswith("EXECUTE STATEMENT SET") and "'connector' = 'kinesis'" in sql.read_text()
     summary = (plans["base"] / "SUMMARY.md").read_text()
     assert "--flink-connector-jar" in summary  # the jar it still needs is said
+
+
+def test_deploy_notebook_plans_draws_and_applies_under_papermill(moto_server, tmp_path):
+    import nbformat
+    import papermill as pm
+
+    _roles(moto_server)
+    os.environ["AWS_SECRET_ACCESS_KEY"] = SECRET  # what a user's environment holds; must not be written
+    try:
+        out_nb = tmp_path / "04.ipynb"
+        pm.execute_notebook(str(ROOT / "notebooks" / "04_deploy.ipynb"), str(out_nb), parameters={
+            "out_dir": str(tmp_path / "plan"), "bucket": "nb-bucket", "prefix": "nb", "apply": True,
+            "endpoint_url": moto_server}, cwd=str(ROOT / "notebooks"), progress_bar=False, kernel_name="python3")
+    finally:
+        os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
+    nb = nbformat.read(out_nb, as_version=4)
+    images = sum(1 for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
+    assert images == 2  # the state machine, the costs
+    text = out_nb.read_text()
+    assert SECRET not in text
+    deployed = json.loads((tmp_path / "plan" / "deployed.json").read_text())
+    assert [c["action"] for c in deployed["changes"]] == ["create"] * 9
+    assert {r["state"] for r in Deployment(tmp_path / "plan", moto_server).status()} != {"absent"}
+    assert all(r["drift"] == "" for r in Deployment(tmp_path / "plan", moto_server).status())
+    job = boto3.client("glue", endpoint_url=moto_server).get_job(JobName="nb-transactions")["Job"]
+    assert job["Role"] == f"arn:aws:iam::{ACCOUNT}:role/mlprep-glue"
