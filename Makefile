@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ROWS   ?= 20000
 DEMO   ?= demo
 
-.PHONY: demo lab test lint lock clean flink-venv
+.PHONY: demo lab test lint lock clean flink-venv glue-venv
 
 $(VENV)/bin/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ lab: $(STAMP)
 	$(PY) -m jupyter lab --notebook-dir notebooks --ServerApp.ip=127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root)
 
 ## test: the whole test suite (starts its own moto server; needs PostgreSQL and MariaDB up; Java 17 for Flink)
-test: $(STAMP) .venv-flink/.installed
+test: $(STAMP) .venv-flink/.installed .venv-glue/.installed
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -42,10 +42,19 @@ flink-venv: .venv-flink/.installed
 	$(VENV)/bin/uv pip install -q --python .venv-flink/bin/python -r requirements-flink.lock
 	touch $@
 
+## glue-venv: Spark 3.5 with pandas 2.2 as on AWS Glue 5.0, plus the mlprep wheel's requirements: the
+## test that runs the planned Glue job's script and wheel there
+glue-venv: .venv-glue/.installed
+.venv-glue/.installed: requirements-glue.lock $(VENV)/bin/uv
+	$(PYTHON) -m venv .venv-glue
+	$(VENV)/bin/uv pip install -q --python .venv-glue/bin/python -r requirements-glue.lock
+	touch $@
+
 ## lock: re-resolve requirements.lock from pyproject.toml
 lock: $(VENV)/bin/uv
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra spark --python-version 3.11 -o requirements.lock
 	echo "apache-flink==2.3.*" | $(VENV)/bin/uv pip compile - --python-version 3.11 -o requirements-flink.lock
+	$(VENV)/bin/uv pip compile conf/glue/requirements.in --python-version 3.11 -o requirements-glue.lock
 
 clean:
-	rm -rf $(VENV) .venv-flink runs $(DEMO)
+	rm -rf $(VENV) .venv-flink .venv-glue runs $(DEMO)

@@ -347,3 +347,49 @@ def test_deploy_notebook_plans_draws_and_applies_under_papermill(moto_server, tm
     assert all(r["drift"] == "" for r in Deployment(tmp_path / "plan", moto_server).status())
     job = boto3.client("glue", endpoint_url=moto_server).get_job(JobName="nb-transactions")["Job"]
     assert job["Role"] == f"arn:aws:iam::{ACCOUNT}:role/mlprep-glue"
+
+
+GLUE_PYTHON = ROOT / ".venv-glue" / "bin" / "python"
+
+
+def test_the_planned_glue_job_runs_on_glue_5_spark_3_5(plans, small_data, tmp_path):
+    """The plan's Glue script with the plan's wheel, on Spark 3.5 / pandas 2.2 as on Glue 5.0
+    (`make glue-venv`), gives the embedded engine's output and commits."""
+    import pandas as pd
+
+    from mlprep.batch.job import read_output, run_job
+
+    assert GLUE_PYTHON.exists(), "run `make glue-venv` (make test builds it)"
+    plan = json.loads((plans["base"] / "plan.json").read_text())
+    local = lambda uri: plans["base"] / "code" / "s3" / uri.removeprefix("s3://")  # noqa: E731
+    site = tmp_path / "site"
+    uv = Path(sys.executable).with_name("uv")
+    subprocess.run([str(uv), "pip", "install", "-q", "--no-deps", "--target", str(site),
+                    str(local(plan["code"]["mlprep_wheel"]))], check=True)
+    # the environment holds what Glue 5.0 has plus the wheel's requirements, nothing else of ours
+    wanted = {re.split(r"[<>=~!; ]", r)[0].lower()
+              for r in md.Distribution.at(next(site.glob("mlprep-*.dist-info"))).requires}
+    lines = [x.strip() for x in (ROOT / "conf/glue/requirements.in").read_text().splitlines()
+             if x.strip() and not x.startswith("#")]
+    assert wanted == {re.split(r"[<>=~!; ]", x)[0].lower() for x in lines} - {"pyspark"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "glue_stub"), str(site)]),
+           "PYSPARK_PYTHON": str(GLUE_PYTHON), "GLUE_STUB_COMMIT_FILE": str(tmp_path / "commit.json")}
+    p = subprocess.run([str(GLUE_PYTHON), str(local(plan["code"]["glue_script"])), "--JOB_NAME", "e2e-transactions",
+                        "--data_dir", str(small_data.out_dir), "--out_dir", str(tmp_path / "glue-out")],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "pyspark 3.5" in subprocess.run([str(GLUE_PYTHON), "-c", "import pyspark; print('pyspark', pyspark.__version__)"],
+                                           capture_output=True, text=True).stdout
+    assert json.loads((tmp_path / "commit.json").read_text()) == {"job": "e2e-transactions", "state": "committed"}
+    du = run_job(ROOT / "conf/batch/transactions.yaml", {"data_dir": str(small_data.out_dir),
+                                                         "out_dir": str(tmp_path / "duck")}, progress=False)
+    summary = json.loads(next((tmp_path / "glue-out" / "curated" / "_runs").rglob("summary.json")).read_text())
+    assert summary["rows"] == du.rows and summary["engine"]["version"].startswith("3.5")
+    a = read_output(str(tmp_path / "glue-out" / "curated" / "transactions")).sort_values("txn_id").reset_index(drop=True)
+    b = read_output(du.summary["output"]["path"]).sort_values("txn_id").reset_index(drop=True)
+    assert list(a.columns) == list(b.columns) and len(a) == len(b)
+    for c in a.columns:
+        if pd.api.types.is_float_dtype(a[c]):
+            assert ((a[c] - b[c]).abs().fillna(0) <= 1e-9 * (1 + b[c].abs().fillna(0))).all(), c
+        else:
+            assert a[c].astype(str).tolist() == b[c].astype(str).tolist(), c

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ from mlprep.batch import bookmarks, transforms
 from mlprep.batch import job as batch_job
 from mlprep.batch.config import JobConfig, duck_type
 from mlprep.batch.dialect import spark_type, to_spark
-from mlprep.errors import MlprepError
+from mlprep.errors import ConfigError, MlprepError
 from mlprep.io import sql as sql_io
 from mlprep.io.files import DETAIL_LIMIT, json_line_reason
 from mlprep.io.fs import list_files
@@ -53,6 +55,9 @@ def session(master: str = "local[2]", app: str = "mlprep-batch"):
          .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
          .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
          .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC"))
+    if master.startswith("local"):
+        # local workers run this interpreter (with pandas/pyarrow for UDFs), not whatever python3 is on PATH
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = b.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
@@ -70,9 +75,12 @@ class SparkRun(batch_job._Run):
     """A job run whose data stays in Spark until it is staged as Parquet."""
 
     def __init__(self, job: JobConfig, values: dict[str, Any], progress: bool, now: dt.datetime | None,
-                 spark) -> None:
+                 spark, json_check: str = "auto") -> None:
         super().__init__(job, values, progress, now)
         self.spark = spark
+        if json_check not in ("auto", "variant", "python"):
+            raise ConfigError("json_check", f"auto, variant or python, got {json_check!r}")
+        self.json_check = json_check
         self.rels: dict[str, Rel] = {}
         self.summary["engine"] = {"name": "spark", "version": spark.version, "master": spark.sparkContext.master}
 
@@ -103,6 +111,13 @@ class SparkRun(batch_job._Run):
         todo = bookmarks.new_files(self.bookmark_in or {}, name, found) if use_bm else found
         return found, todo
 
+    def _json_check(self) -> str:
+        """How JSON lines are judged: Spark 4's VARIANT parse, or a pandas UDF on older Spark
+        (Glue 5.0 runs Spark 3.5)."""
+        if self.json_check != "auto":
+            return self.json_check
+        return "variant" if int(self.spark.version.split(".")[0]) >= 4 else "python"
+
     def _extract_jsonl(self, name: str, src, info: dict[str, Any]):
         from pyspark.sql import Row
         from pyspark.sql import functions as F
@@ -125,20 +140,26 @@ class SparkRun(batch_job._Run):
         raw = raw.filter(F.trim(F.col("value")) != "").cache()  # blank lines are not records
         schema = self.spark.read.json(raw.select("value").rdd.map(lambda r: r[0])).schema
         schema = type(schema)([f for f in schema.fields if f.name != "_corrupt_record"])
-        parsed = raw.select("_src", "_pos", "value", F.from_json("value", schema).alias("_j"),
-                            F.expr("try_parse_json(value)").alias("_v"))
-        is_obj = F.expr("schema_of_variant(_v) LIKE 'OBJECT%'")
-        # from_json is lenient (a malformed line gives a struct of NULLs): the variant parse decides
-        bad = parsed.filter(F.col("_v").isNull() | ~is_obj)
+        # JSON types of the columns a resolve_choice step looks at (mixed types infer as string)
+        choice = {c for kind, st in self.job.parsed_steps() if kind == "resolve_choice" for c in st.specs}
+        choice_cols = [c for c in sorted(choice) if c in schema.fieldNames()]
+        # from_json is lenient (a malformed line gives a struct of NULLs): a strict parse decides
+        if self._json_check() == "variant":
+            parsed = raw.select("_src", "_pos", "value", F.from_json("value", schema).alias("_j"),
+                                F.expr("try_parse_json(value)").alias("_v"))
+            ok = F.coalesce(F.col("_v").isNotNull() & F.expr("schema_of_variant(_v) LIKE 'OBJECT%'"), F.lit(False))
+            extra = [F.expr(f"to_json(variant_get(_v, '$.{c}'))").alias(f"__json_{c}") for c in choice_cols]
+        else:
+            parsed = raw.select("_src", "_pos", "value", F.from_json("value", schema).alias("_j"),
+                                _python_judge(choice_cols)("value").alias("_p"))
+            ok = F.col("_p._obj")
+            extra = [F.col(f"_p.`__json_{c}`").alias(f"__json_{c}") for c in choice_cols]
+        bad = parsed.filter(~ok)
         bad_rows = bad.select("_src", "_pos", "value").orderBy("_src", "_pos").collect()
         self._quarantine([(r["_src"], r["_pos"], f"line {r['_pos']}", "read",
                            json_line_reason(r["value"], i < DETAIL_LIMIT), r["value"].rstrip("\r\n"))
                           for i, r in enumerate(bad_rows)])
-        good = parsed.filter(F.col("_v").isNotNull() & is_obj)
-        # JSON types of the columns a resolve_choice step looks at (mixed types infer as string)
-        choice = {c for kind, st in self.job.parsed_steps() if kind == "resolve_choice" for c in st.specs}
-        extra = [F.expr(f"to_json(variant_get(_v, '$.{c}'))").alias(f"__json_{c}") for c in sorted(choice)
-                 if c in schema.fieldNames()]
+        good = parsed.filter(ok)
         df = good.select("_src", "_pos", *[F.col(f"_j.{_q(f.name)}").alias(f.name) for f in schema.fields], *extra)
         info.update(read=raw.count(), quarantined=len(bad_rows))
         if src.bookmark:
@@ -553,9 +574,10 @@ class SparkRun(batch_job._Run):
         # relations the quality rules refer to (ReferentialIntegrity "users.user_id"), by name
         for name, r in self.rels.items():
             if name != out.input and name in (self.job.quality.rules + self.job.quality.warn):
-                self.engine.register(f"_rel_{name}", r.df.filter(F.col("_reason").isNull())
-                                     .select(*[F.col(_q(c)) for c in _data_cols(r.df) if not c.startswith("__json_")])
-                                     .toArrow())
+                rel = r.df.filter(F.col("_reason").isNull()).select(
+                    *[F.col(_q(c)) for c in _data_cols(r.df) if not c.startswith("__json_")])
+                # toArrow is Spark 4; Spark 3.5 (Glue 5.0) goes through pandas (a dimension table: small)
+                self.engine.register(f"_rel_{name}", rel.toArrow() if hasattr(rel, "toArrow") else rel.toPandas())
                 self.ctx.relations[name] = transforms.Relation(f"_rel_{name}", name)
         self._tick("write", t)
         return staged, "_staged"
@@ -583,6 +605,46 @@ def _spark_family(t: str) -> str:
     return "string"
 
 
+def _python_judge(columns: list[str]):
+    """A pandas UDF doing what Spark 4's ``try_parse_json`` does for the extract, for Spark 3.5
+    (Glue 5.0): ``_obj`` — the line is one JSON object (strict: no NaN/Infinity, no duplicate
+    keys, as the VARIANT parse) — and the JSON text of each of ``columns``."""
+    import json
+
+    import pandas as pd
+    from pyspark.sql.functions import pandas_udf
+
+    def _strict_pairs(pairs):
+        keys = [k for k, _ in pairs]
+        if len(set(keys)) != len(keys):
+            raise ValueError("duplicate key")
+        return dict(pairs)
+
+    def _no_constants(name):
+        raise ValueError(name)
+
+    def parse(line: str):
+        try:
+            v = json.loads(line, object_pairs_hook=_strict_pairs, parse_constant=_no_constants)
+        except ValueError:
+            return None
+        return v if isinstance(v, dict) else None
+
+    fields = ", ".join(["_obj BOOLEAN", *[f"`__json_{c}` STRING" for c in columns]])
+
+    def judge(values):
+        objs = [parse(v) if v is not None else None for v in values]
+        out = {"_obj": [o is not None for o in objs]}
+        for c in columns:
+            out[f"__json_{c}"] = [json.dumps(o[c], separators=(",", ":")) if o is not None and c in o else None
+                                  for o in objs]
+        return pd.DataFrame(out)
+
+    # real classes, not the strings `from __future__ import annotations` would leave: Spark reads them
+    judge.__annotations__ = {"values": pd.Series, "return": pd.DataFrame}
+    return pandas_udf(f"struct<{fields}>")(judge)
+
+
 def _family(raw_json):
     """The JSON type of a value from its JSON text (as DuckDB's json_type tells it)."""
     from pyspark.sql import functions as F
@@ -595,13 +657,18 @@ def _family(raw_json):
 
 
 def run_job_spark(config, params: dict[str, Any] | None = None, *, master: str = "local[2]", spark=None,
-                  progress: bool | None = None, now: dt.datetime | None = None):
-    """``run_job`` on Spark: same arguments, same summary (``engine`` says which ran it)."""
+                  progress: bool | None = None, now: dt.datetime | None = None, json_check: str = "auto"):
+    """``run_job`` on Spark: same arguments, same summary (``engine`` says which ran it).
+
+    ``json_check``: how JSON lines are judged (one object, strict JSON) — ``variant`` (Spark 4's
+    ``try_parse_json``), ``python`` (a pandas UDF, for Spark 3.5 as on Glue 5.0), ``auto`` by
+    the Spark version."""
     own = spark is None
     spark = spark or session(master)
     try:
         return batch_job.run_job(config, params, progress=progress, now=now,
-                                 run_factory=lambda job, values, prog, when: SparkRun(job, values, prog, when, spark))
+                                 run_factory=lambda job, values, prog, when: SparkRun(job, values, prog, when, spark,
+                                                                                     json_check))
     finally:
         if own:
             spark.stop()

@@ -27,6 +27,9 @@ PACKAGE = ROOT / "mlprep"
 # what ``mlprep.batch`` (embedded and Spark engines) imports at run time; tests/test_deploy_apply.py
 # checks the import closure against this list
 BATCH_RUNTIME = ("duckdb", "pyarrow", "pandas", "numpy", "pyyaml", "pydantic", "fsspec", "s3fs", "tqdm")
+# pyproject's bounds, tightened for Glue: pyarrow 26 needs numpy 2 at import without declaring it, and
+# Glue 5.x keeps numpy 1.26, so pip would "upgrade" pyarrow into a broken job (found by the Spark 3.5 test)
+GLUE_BOUNDS = {"pyarrow": "pyarrow>=18,<26"}
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
@@ -53,7 +56,8 @@ def wheel() -> bytes:
     """A PEP 427 wheel of ``mlprep/`` (``*.py`` and ``py.typed``) whose requirements are
     ``BATCH_RUNTIME`` with pyproject.toml's version bounds."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    reqs = [r for r in project["dependencies"] if _requirement_name(r) in BATCH_RUNTIME]
+    reqs = [GLUE_BOUNDS.get(_requirement_name(r), r) for r in project["dependencies"]
+            if _requirement_name(r) in BATCH_RUNTIME]
     members = {str(p.relative_to(ROOT)): p.read_bytes() for p in sorted(PACKAGE.rglob("*"))
                if p.is_file() and (p.suffix == ".py" or p.name == "py.typed") and "__pycache__" not in p.parts}
     info = f"mlprep-{__version__}.dist-info"
