@@ -80,14 +80,14 @@ def _code(e: Exception) -> str:
         return "unimplemented"
     err = getattr(e, "response", {}).get("Error", {})
     code, msg = str(err.get("Code", "")), str(err.get("Message", ""))
-    status = getattr(e, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
     if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation") or "AccessDenied</Code>" in msg \
             or "not authorized to perform" in msg:
         return "denied"
     if code in _MISSING or "could not find" in msg.lower() or "does not exist" in msg.lower() \
             or "not found" in msg.lower():
         return "missing"
-    if status == 500 or code == "500" or "<!doctype html>" in msg.lower():
+    # an HTML error page instead of an AWS error body (AWS's own 500s, InternalFailure, stay errors)
+    if code == "500" or "<!doctype html>" in msg.lower():
         return "unimplemented"
     return "error"
 
