@@ -60,3 +60,16 @@ def demo_job(data_dir: Path) -> tuple[pd.DataFrame, dict[str, int]]:
               "written": len(df), "quarantined": quarantined, "deduplicated": deduplicated,
               "filtered": filtered}
     return df, counts
+
+
+def assert_same_table(a: pd.DataFrame, b: pd.DataFrame, key: str = "txn_id") -> None:
+    """Two engines' outputs hold the same rows: same columns and length, floats within 1e-9
+    relative (sums differ in the last digits across engines), everything else as text."""
+    a = a.sort_values(key).reset_index(drop=True)
+    b = b.sort_values(key).reset_index(drop=True)
+    assert list(a.columns) == list(b.columns) and len(a) == len(b)
+    for c in a.columns:
+        if pd.api.types.is_float_dtype(a[c]):
+            assert ((a[c] - b[c]).abs().fillna(0) <= 1e-9 * (1 + b[c].abs().fillna(0))).all(), c
+        else:
+            assert a[c].astype(str).tolist() == b[c].astype(str).tolist(), c

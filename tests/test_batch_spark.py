@@ -11,6 +11,7 @@ pyspark = pytest.importorskip("pyspark")
 from mlprep.batch.job import read_output, run_job  # noqa: E402
 from mlprep.batch.spark import run_job_spark, session  # noqa: E402
 from tests.conftest import JOB  # noqa: E402
+from tests.oracle import assert_same_table  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +67,7 @@ def test_output_schema_partitions_and_values_match(both):
     for c in a.columns:
         if pd.api.types.is_float_dtype(a[c]):
             assert a[c].sum() == pytest.approx(b[c].sum(), rel=1e-9), c
-            assert ((a[c] - b[c]).abs().fillna(0) <= 1e-9 * (1 + b[c].abs().fillna(0))).all(), c
-        else:
-            assert a[c].astype(str).tolist() == b[c].astype(str).tolist(), c
+    assert_same_table(a, b)
     # Spark's day-of-week numbering is not DuckDB's: the config's isodow is translated
     assert set(a["day_of_week"]) <= set(range(1, 8))
     iso = pd.to_datetime(a["ts"]).dt.dayofweek + 1
@@ -115,14 +114,8 @@ def test_exported_glue_job_runs_under_pyspark_and_matches(both, small_data, tmp_
                        capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     assert json.loads((tmp_path / "commit.json").read_text()) == {"job": "transactions-test", "state": "committed"}
-    a = read_output(str(tmp_path / "glue-out" / "curated" / "transactions")).sort_values("txn_id").reset_index(drop=True)
-    b = read_output(du.summary["output"]["path"]).sort_values("txn_id").reset_index(drop=True)
-    assert len(a) == len(b) and list(a.columns) == list(b.columns)
-    for c in a.columns:
-        if pd.api.types.is_float_dtype(a[c]):
-            assert ((a[c] - b[c]).abs().fillna(0) <= 1e-9 * (1 + b[c].abs().fillna(0))).all(), c
-        else:
-            assert a[c].astype(str).tolist() == b[c].astype(str).tolist(), c
+    assert_same_table(read_output(str(tmp_path / "glue-out" / "curated" / "transactions")),
+                      read_output(du.summary["output"]["path"]))
     p = subprocess.run([sys.executable, "-m", "mlprep", "batch", "export-glue", str(JOB), "--out", str(tmp_path / "x"),
                         "--role", "admin"], capture_output=True, text=True)
     assert p.returncode == 2 and "--role: not an IAM role ARN" in p.stderr

@@ -27,6 +27,7 @@ from mlprep.deploy.apply import DeployError, Deployment
 from mlprep.deploy.costs import Sizes
 from mlprep.deploy.plan import Target, write_plan
 from tests.conftest import ROOT, _free_port
+from tests.oracle import assert_same_table
 
 ACCOUNT = "123456789012"
 SECRET = "deploy-secret-value-77"
@@ -355,7 +356,6 @@ GLUE_PYTHON = ROOT / ".venv-glue" / "bin" / "python"
 def test_the_planned_glue_job_runs_on_glue_5_spark_3_5(plans, small_data, tmp_path):
     """The plan's Glue script with the plan's wheel, on Spark 3.5 / pandas 2.2 as on Glue 5.0
     (`make glue-venv`), gives the embedded engine's output and commits."""
-    import pandas as pd
 
     from mlprep.batch.job import read_output, run_job
 
@@ -385,11 +385,5 @@ def test_the_planned_glue_job_runs_on_glue_5_spark_3_5(plans, small_data, tmp_pa
                                                          "out_dir": str(tmp_path / "duck")}, progress=False)
     summary = json.loads(next((tmp_path / "glue-out" / "curated" / "_runs").rglob("summary.json")).read_text())
     assert summary["rows"] == du.rows and summary["engine"]["version"].startswith("3.5")
-    a = read_output(str(tmp_path / "glue-out" / "curated" / "transactions")).sort_values("txn_id").reset_index(drop=True)
-    b = read_output(du.summary["output"]["path"]).sort_values("txn_id").reset_index(drop=True)
-    assert list(a.columns) == list(b.columns) and len(a) == len(b)
-    for c in a.columns:
-        if pd.api.types.is_float_dtype(a[c]):
-            assert ((a[c] - b[c]).abs().fillna(0) <= 1e-9 * (1 + b[c].abs().fillna(0))).all(), c
-        else:
-            assert a[c].astype(str).tolist() == b[c].astype(str).tolist(), c
+    assert_same_table(read_output(str(tmp_path / "glue-out" / "curated" / "transactions")),
+                      read_output(du.summary["output"]["path"]))
