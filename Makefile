@@ -21,7 +21,7 @@ $(STAMP): requirements.lock pyproject.toml $(VENV)/bin/uv
 ## headless with papermill, into runs/<run-id>/ (executed notebooks, logs, summary.json, report.html)
 demo: $(STAMP)
 	@test -f $(DEMO)/data/transactions.jsonl || $(PY) -m mlprep data generate --out $(DEMO)/data --rows $(ROWS)
-	$(PY) -m mlprep run --plan conf/run/demo.yaml --param data_dir=$(DEMO)/data --param rows=$(ROWS)
+	$(PY) -m mlprep run --plan conf/run/demo.yaml --param data_dir=$(DEMO)/data
 
 ## lab: JupyterLab on notebooks/ with the project's environment as the kernel (127.0.0.1)
 lab: $(STAMP)

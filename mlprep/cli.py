@@ -10,18 +10,69 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlprep import __version__, logs
+from mlprep import __version__, interrupts, logs
 from mlprep.errors import ConfigError, MlprepError
+from mlprep.interrupts import Interrupted
 
 
-def _params(pairs: list[str]) -> dict[str, str]:
-    out = {}
+def _params(pairs: list[str] | None, files: list[str] | None = None, secrets: list[str] | None = None
+            ) -> dict[str, Any]:
+    """Parameters from ``-f FILE`` (YAML; a mapping under a stage's name gives STAGE.NAME), then
+    ``--secret NAME`` (environment or prompt), then ``--param NAME=VALUE``: later ones win."""
+    out: dict[str, Any] = {}
+    for f in files or []:
+        out.update(_param_file(f))
+    for name in secrets or []:
+        out[name] = _secret(name)
     for p in pairs or []:
         if "=" not in p:
             raise ConfigError("--param", f"expected name=value, got {p!r}")
         k, v = p.split("=", 1)
         out[k.strip()] = v
     return out
+
+
+def _param_file(path: str) -> dict[str, Any]:
+    from mlprep.yamlconf import load_yaml
+
+    p = Path(path)
+    try:
+        doc = load_yaml(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"-f {path}", e.strerror or str(e)) from None
+    except (ValueError, ConfigError) as e:
+        raise ConfigError(f"-f {path}", f"not a YAML mapping: {str(e).splitlines()[0]}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"-f {path}", "expected a mapping of name: value")
+    out: dict[str, Any] = {}
+    for k, v in doc.items():
+        if isinstance(v, dict):  # stage: {name: value}
+            out.update({f"{k}.{n}": x for n, x in v.items()})
+        else:
+            out[str(k)] = v
+    return out
+
+
+def secret_env(name: str) -> str:
+    """The environment variable ``--secret NAME`` reads: MLPREP_SECRET_ + NAME in capitals."""
+    import re
+
+    return "MLPREP_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
+def _secret(name: str) -> str:
+    import os
+
+    env = secret_env(name)
+    if env in os.environ:
+        return os.environ[env]
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass(f"{name}: ")
+    raise ConfigError(f"--secret {name}", f"set {env} in the environment (or run on a terminal to be asked)")
 
 
 def cmd_data_generate(a: argparse.Namespace) -> int:
@@ -44,9 +95,10 @@ def cmd_batch_run(a: argparse.Namespace) -> int:
         if a.engine == "spark":
             from mlprep.batch.spark import run_job_spark
 
-            r = run_job_spark(a.config, _params(a.param), master=a.master, progress=not a.no_progress)
+            r = run_job_spark(a.config, _params(a.param, a.params_file, a.secret), master=a.master,
+                              progress=not a.no_progress)
         else:
-            r = run_job(a.config, _params(a.param), progress=not a.no_progress)
+            r = run_job(a.config, _params(a.param, a.params_file, a.secret), progress=not a.no_progress)
     except ConfigError:
         raise  # exit 2: nothing ran
     except MlprepError as e:
@@ -99,11 +151,21 @@ def cmd_stream_run(a: argparse.Namespace) -> int:
     from mlprep.stream.runner import run_stream
 
     s = run_stream(a.spec, a.source, a.out, speedup=a.speedup, progress=not a.no_progress,
-                   checkpoint=a.checkpoint)
+                   checkpoint=a.checkpoint, block_bytes=_bytes("--block-size", a.block_size))
     print(f"{s['events']} events: {s['dead_letters']} dead letters, {s['filtered']} filtered, {s['late']} late;"
           f" {s['emitted']} feature rows, {s['events_per_s']} events/s", file=sys.stderr)
     print(str(Path(a.out) / "summary.json"))
     return 0
+
+
+def _bytes(option: str, text: str) -> int:
+    """``4096``, ``64k``, ``4M``, ``1G`` (binary multiples) as bytes."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)i?[bB]?\s*", text or "")
+    if not m or int(m.group(1)) < 1:
+        raise ConfigError(option, f"expected a size such as 65536, 64k or 4M, got {text!r}")
+    return int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2).lower()]
 
 
 def cmd_stream_backfill(a: argparse.Namespace) -> int:
@@ -122,14 +184,21 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.help_notebook:
         print(inspection.describe(a.help_notebook))
         return 0
+    given = _params(a.param, a.params_file, a.secret)
     runner = Runner(a.plan, runs_dir=a.runs_dir, show_output=not a.no_output)
-    r = runner.run(_params(a.param), run_id=a.run_id, only=a.only.split(",") if a.only else None,
-                   start_from=a.start_from, resume=a.resume, force=a.force, timeout=a.timeout)
-    failed = [s for s in r.stages if s.status == "failed"]
-    if failed:
-        s = failed[0]
-        print(f"error: stage {s.name} failed" + (f" at cell {s.cell}" if s.cell else "") + f": {s.error}"
-              f"\n(log: {s.log}; resume with: mlprep run --resume {r.run_id})", file=sys.stderr)
+    r = runner.run(given, run_id=a.run_id, only=a.only.split(",") if a.only else None,
+                   start_from=a.start_from, resume=a.resume, force=a.force, timeout=a.timeout,
+                   secrets=a.secret)
+    s = r.stopped_at
+    cell = f" at cell {s.cell}" if s is not None and s.cell else ""
+    resume = f"mlprep run --resume {r.run_id}" + "".join(f" --secret {n}" for n in a.secret or [])
+    if r.interrupted is not None:
+        where = f"stage {s.name}{cell}" if s is not None else "the run"
+        print(f"interrupted ({r.interrupted.name}) in {where}; resume with: {resume}", file=sys.stderr)
+        return r.interrupted.exit_code
+    if s is not None:
+        print(f"error: stage {s.name} failed{cell}: {s.error}" + (f"\n(log: {s.log}; " if s.log else "\n(")
+              + f"resume with: {resume})", file=sys.stderr)
     print(r.report)
     return 0 if r.status == "succeeded" else 1
 
@@ -152,6 +221,14 @@ def cmd_stream_compile(a: argparse.Namespace) -> int:
     return 0
 
 
+def _param_sources(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--parameters-file", dest="params_file", action="append", metavar="FILE",
+                   help="YAML file of parameters (name: value; STAGE: {name: value}); --param wins")
+    p.add_argument("--secret", action="append", metavar="NAME",
+                   help="a secret parameter, read from the environment variable MLPREP_SECRET_<NAME> "
+                        "(or asked for on a terminal): never on the command line, never written")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlprep", description="Notebook-driven ML data prep.")
     p.add_argument("--version", action="version", version=f"mlprep {__version__}")
@@ -172,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Run a job config. Prints the run summary's path on the last line; exits 1 on failure."))
     r.add_argument("config", help="job config (YAML)")
     r.add_argument("--param", "-p", action="append", metavar="NAME=VALUE", help="job parameter (repeatable)")
+    _param_sources(r)
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument("--engine", default="embedded", help="embedded (DuckDB, default) or spark (pip install mlprep[spark])")
     r.add_argument("--master", default="local[2]", help="Spark master URL for --engine spark (default local[2])")
@@ -205,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--out", required=True, help="output folder")
     sr.add_argument("--checkpoint", help="checkpoint folder: a killed run restarted with it resumes exactly")
     sr.add_argument("--speedup", type=float, help="pace the replay by event time, this many times real time")
+    sr.add_argument("--block-size", default="4M", metavar="BYTES",
+                    help="JSON lines: bytes of whole lines per micro-batch (e.g. 64k, 4M; default %(default)s);"
+                         " small blocks replay a small file as a real stream (windows fire as it goes)")
     sr.add_argument("--no-progress", action="store_true", help="no progress bar")
     sr.set_defaults(fn=cmd_stream_run)
     bf = stream.add_parser("backfill", help="compute a spec's features over history, in batch", description=(
@@ -242,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plan", default="conf/run/demo.yaml", help="run plan (default: %(default)s)")
     run.add_argument("--param", "-p", action="append", metavar="NAME=VALUE",
                      help="run parameter, or STAGE.NAME for a notebook parameter (repeatable)")
+    _param_sources(run)
     run.add_argument("--only", metavar="STAGES", help="comma-separated stages to run (others must be unchanged)")
     run.add_argument("--from", dest="start_from", metavar="STAGE", help="run from this stage on")
     run.add_argument("--resume", metavar="RUN_ID", help="continue that run from the stage that failed")
@@ -259,11 +341,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     logs.setup(a.log_format, a.log_level.upper())
+    interrupts.install()
     try:
         return a.fn(a)
     except MlprepError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:  # Ctrl-C / SIGTERM: whatever we started goes too, no traceback
+        interrupts.kill_tree()
+        print(f"interrupted ({e.name}): mlprep {a.group} {getattr(a, 'cmd', '') or ''} stopped".rstrip(),
+              file=sys.stderr)
+        return e.exit_code
 
 
 if __name__ == "__main__":

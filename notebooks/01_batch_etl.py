@@ -24,9 +24,10 @@
 
 # %% tags=["parameters"]
 config: str = "../conf/batch/transactions.yaml"  # job config (YAML)
-data_dir: str = "../demo/data"  # input folder; generated when empty
+data_dir: str = "../demo/data"  # input folder (transactions.jsonl, users.db)
 out_dir: str = "../demo/out"  # curated/, quarantine/ and the catalog go here
-rows: int = 20_000  # rows to generate when data_dir has no data
+generate: bool = False  # write sample data into data_dir first if it has none
+rows: int = 20_000  # rows to generate (with generate)
 seed: int = 7  # seed of the generated data
 max_error_rate: float = 0.05  # fail the job past this share of quarantined records
 
@@ -38,15 +39,19 @@ import pandas as pd
 
 from mlprep.batch import plots
 from mlprep.batch.job import read_output, run_job
-from mlprep.datasets.payments import generate
+from mlprep.datasets import payments
 from mlprep.notebooks import outputs
 
 if not (Path(data_dir) / "transactions.jsonl").exists():
-    generate(data_dir, rows=rows, seed=seed)
+    if not generate:
+        raise FileNotFoundError(f"data_dir: no transactions.jsonl in {Path(data_dir).resolve()} (make sample data"
+                                f" with `mlprep data generate --out {data_dir}`, or set generate = True)")
+    payments.generate(data_dir, rows=rows, seed=seed)
 
 result = run_job(config, {"data_dir": data_dir, "out_dir": out_dir, "max_error_rate": max_error_rate})
-summary = result.summary
-print(result.status, "-", result.summary_path)
+# nothing new since the last run (its bookmark): the published table and its run's figures stay
+summary = result.summary.get("previous", result.summary) if result.status == "noop" else result.summary
+print(result.status, "-", result.summary["output"].get("note") or result.summary_path)
 pd.DataFrame([summary["rows"]])
 
 # %% [markdown]
@@ -98,6 +103,7 @@ summary.get("catalog", {}).get("drift") or "no schema drift"
 # %%
 # outputs for the next stage (mlprep run passes them on)
 outputs.save({"curated": summary["output"]["path"], "run_summary": str(result.summary_path),
+              "status": result.status,
               "summary": {"rows": summary["rows"], "quality": {
                   "passed": sum(r["passed"] for r in summary["quality"]["rules"]),
                   "rules": len(summary["quality"]["rules"])}}})

@@ -28,7 +28,8 @@ out_dir: str = "../demo/out/stream"  # offline/, online.sqlite, dead_letters/, l
 checkpoint: str = ""  # checkpoint folder (empty: none); a restarted run resumes exactly
 speedup: float = 0.0  # pace the replay by event time (0: as fast as possible)
 block_kb: int = 256  # replay block size (a micro-batch)
-rows: int = 20_000  # events to generate when the events file is missing
+generate: bool = False  # write sample data beside the events file first if it is missing
+rows: int = 20_000  # events to generate (with generate)
 seed: int = 7
 
 # %%
@@ -38,14 +39,17 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import polars as pl
 
-from mlprep.datasets.payments import generate
+from mlprep.datasets import payments
 from mlprep.notebooks import outputs
 from mlprep.stream import plots
 from mlprep.stream.runner import run_stream
 from mlprep.stream.spec import load_spec
 
 if not events.startswith("kinesis://") and not Path(events).exists():
-    generate(Path(events).parent, rows=rows, seed=seed)
+    if not generate:
+        raise FileNotFoundError(f"events: {Path(events).resolve()} does not exist (make sample data with"
+                                f" `mlprep data generate --out {Path(events).parent}`, or set generate = True)")
+    payments.generate(Path(events).parent, rows=rows, seed=seed)
 
 feature_spec = load_spec(spec)
 summary = run_stream(feature_spec, events, out_dir, checkpoint=checkpoint or None,

@@ -19,13 +19,20 @@ from tests.oracle import demo_job
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
+def _batch_notebook(out_nb: Path, **parameters) -> nbformat.NotebookNode:
+    pm.execute_notebook(str(ROOT / "notebooks" / "01_batch_etl.ipynb"), str(out_nb),
+                        parameters={"config": str(JOB), **parameters},
+                        cwd=str(ROOT / "notebooks"), progress_bar=False, kernel_name="python3")
+    return nbformat.read(out_nb, as_version=4)
+
+
+def _text(nb: nbformat.NotebookNode) -> str:
+    return "\n".join(o.get("text", "") + json.dumps(o.get("data", {})) for c in nb.cells for o in c.get("outputs", []))
+
+
 def test_batch_notebook_runs_headless_with_papermill(small_data, tmp_path):
     out_nb = tmp_path / "01.ipynb"
-    pm.execute_notebook(str(ROOT / "notebooks" / "01_batch_etl.ipynb"), str(out_nb),
-                        parameters={"config": str(JOB), "data_dir": str(small_data.out_dir),
-                                    "out_dir": str(tmp_path / "out")},
-                        cwd=str(ROOT / "notebooks"), progress_bar=False, kernel_name="python3")
-    nb = nbformat.read(out_nb, as_version=4)
+    nb = _batch_notebook(out_nb, data_dir=str(small_data.out_dir), out_dir=str(tmp_path / "out"))
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and str(small_data.out_dir) in injected[0].source
     images = sum(1 for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
@@ -34,6 +41,20 @@ def test_batch_notebook_runs_headless_with_papermill(small_data, tmp_path):
     assert len(summaries) == 1
     _, counts = demo_job(small_data.out_dir)
     assert json.loads(summaries[0].read_text())["rows"] == counts
+    # run again, as in JupyterLab: the bookmark says nothing is new; the published table's figures stay
+    again = _batch_notebook(tmp_path / "01b.ipynb", data_dir=str(small_data.out_dir), out_dir=str(tmp_path / "out"))
+    assert "noop - nothing new since" in _text(again)
+    assert sum(1 for c in again.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})) >= 3
+    assert len(list((tmp_path / "out" / "curated" / "_runs" / "transactions").glob("*/summary.json"))) == 2
+
+
+def test_batch_notebook_names_a_missing_input_instead_of_making_data(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError, match=r"data_dir: no transactions.jsonl in .*typo"):
+        _batch_notebook(tmp_path / "01.ipynb", data_dir=str(tmp_path / "typo"), out_dir=str(tmp_path / "out"))
+    assert not (tmp_path / "typo").exists()
+    nb = _batch_notebook(tmp_path / "01g.ipynb", data_dir=str(tmp_path / "gen"), out_dir=str(tmp_path / "out"),
+                         generate=True, rows=1000)
+    assert (tmp_path / "gen" / "transactions.jsonl").is_file() and "succeeded" in _text(nb)
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])

@@ -196,8 +196,12 @@ def test_stage_and_run_timeouts_stop_the_kernel(project):
 
 def test_only_needs_unchanged_upstream(project):
     tmp, plan = project
-    with pytest.raises(ConfigError, match="stage a: is needed by a selected stage"):
-        _runner(tmp, plan).run({"b.api_token": "abcd1234"}, only=["b"])
+    r = _runner(tmp, plan).run({"b.api_token": "abcd1234"}, only=["b"])
+    assert r.status == "failed" and [s.status for s in r.stages] == ["failed", "not_run"]
+    assert "is needed by a selected stage" in r.stages[0].error
+    # a stage that needs nothing upstream runs alone in a fresh project; the others are not selected
+    r = _runner(tmp, plan).run({"b.api_token": "abcd1234"}, only=["a"])
+    assert r.status == "succeeded" and [s.status for s in r.stages] == ["succeeded", "not_selected"]
     _runner(tmp, plan).run({"b.api_token": "abcd1234"})
     r = _runner(tmp, plan).run({"b.api_token": "zzzz9999"}, only=["b"])
     assert [s.status for s in r.stages] == ["skipped", "succeeded"]
@@ -206,8 +210,10 @@ def test_only_needs_unchanged_upstream(project):
 def test_the_demo_plan_end_to_end(tmp_path):
     """The three stage notebooks chained, on small data; what the demo's summary promises."""
     runs = tmp_path / "runs"
+    subprocess.run([sys.executable, "-m", "mlprep", "data", "generate", "--out", str(tmp_path / "data"),
+                    "--rows", "3000"], check=True, capture_output=True)
     p = subprocess.run([sys.executable, "-m", "mlprep", "run", "--plan", str(ROOT / "conf" / "run" / "demo.yaml"),
-                        "--runs-dir", str(runs), "--param", f"data_dir={tmp_path / 'data'}", "--param", "rows=3000",
+                        "--runs-dir", str(runs), "--param", f"data_dir={tmp_path / 'data'}",
                         "--param", "auc_threshold=0.0", "--param", "train.max_iter=30", "--no-output"],
                        capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-4000:]

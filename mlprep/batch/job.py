@@ -429,7 +429,7 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
         s["status"] = "succeeded"
     except _NothingNew:
         s["status"] = "noop"
-        s["output"] = {"path": job.output.path, "version": None, "note": "no new input since the last run"}
+        s.update(_nothing_new(job, run.table))
     except BaseException as e:  # record every failure, then re-raise
         error = e
         s["status"] = "failed"
@@ -473,6 +473,24 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
             error.summary_path = summary_path  # type: ignore[attr-defined]
         raise error
     return RunResult(run.run_id, s["status"], summary_path, s)
+
+
+def _nothing_new(job: JobConfig, table: Any) -> dict[str, Any]:
+    """A run with no new input: what is published stays, and so do its figures (the summary of
+    the run that published it, under ``previous``)."""
+    manifest = table.read_meta("manifest.json") or {}
+    since = manifest.get("published_at", "the last run")
+    out: dict[str, Any] = {"output": {"path": job.output.path, "version": None, "location": table_location(job.output.path),
+                                      "note": f"nothing new since {since}"}}
+    prev_id = manifest.get("run_id")
+    if prev_id:
+        try:
+            fs, p = filesystem(join(runs_dir(job), prev_id, "summary.json"))
+            with fs.open(p, "r") as f:
+                out["previous"] = json.load(f)
+        except (OSError, ValueError) as e:
+            log.warning("no summary of the publishing run %s: %s", prev_id, e)
+    return out
 
 
 def bookmark_show(config: str | Path, params: dict[str, Any] | None = None) -> dict[str, Any] | None:

@@ -14,38 +14,34 @@ reads them from the kernel's environment, and any printed copy of their value is
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
-import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MASK = "***"
+from mlprep.interrupts import Interrupted, kill_tree
+from mlprep.masking import MASK, Masker, StreamMasker
+
+__all__ = ["MASK", "Outcome", "run", "tail_text"]
 
 
 @dataclass
 class Outcome:
     ok: bool
-    kind: str  # ok | error | dead_kernel | timeout | crashed
+    kind: str  # ok | error | dead_kernel | timeout | crashed | interrupted
     error: str = ""
     cell: int | None = None
     cells: int = 0
     seconds: float = 0.0
-
-
-def _scrub(text: str, secrets: list[str]) -> str:
-    for s in secrets:
-        if s:
-            text = text.replace(s, MASK)
-    return text
 
 
 # --- child -------------------------------------------------------------------------------------
@@ -65,20 +61,35 @@ class _Cells(logging.Handler):
 
 
 class _Stream:
-    """What the notebook prints (stdout and stderr), secrets masked -> the stage log and events."""
+    """What the notebook prints (stdout and stderr), secrets masked -> the stage log and events.
+    The masker holds back a tail that may be the start of a secret printed in pieces."""
 
     def __init__(self, log, secrets: list[str]) -> None:
-        self.log, self.secrets = log, secrets
+        self.log, self.masker = log, StreamMasker(secrets)
 
     def write(self, text: str) -> int:
-        text = _scrub(text, self.secrets)
-        self.log.write(text)
-        self.log.flush()
-        _emit(e="out", text=text)
+        self._out(self.masker.feed(text))
         return len(text)
+
+    def _out(self, text: str) -> None:
+        if text:
+            self.log.write(text)
+            self.log.flush()
+            _emit(e="out", text=text)
 
     def flush(self) -> None:
         self.log.flush()
+
+    def close(self) -> None:
+        self._out(self.masker.flush())
+
+
+def _write_masked(source: Path, target: Path, masker: Masker) -> None:
+    """The executed notebook with every secret form masked in its decoded strings."""
+    nb = masker.value(json.loads(source.read_text(encoding="utf-8")))
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(target)
 
 
 def child(job_path: str) -> int:
@@ -103,6 +114,9 @@ def child(job_path: str) -> int:
                                      cell.source)
     code_cells = sum(1 for c in nb.cells if c.cell_type == "code")
     _emit(e="start", cells=len(nb.cells), code_cells=code_cells)
+    masker = Masker(secret_values)
+    # with secrets, papermill writes to a private place; only the masked copy reaches the output
+    written = Path(job["private_output"]) if masker else Path(job["output"])
     with open(job["log"], "a", encoding="utf-8") as log:
         relay = _Cells()
         stream = _Stream(log, secret_values)
@@ -112,26 +126,27 @@ def child(job_path: str) -> int:
         plog.propagate = False
         error: dict[str, Any] = {}
         try:
-            pm.execute_notebook(nb, job["output"], parameters=None, cwd=job.get("cwd"), progress_bar=False,
+            pm.execute_notebook(nb, str(written), parameters=None, cwd=job.get("cwd"), progress_bar=False,
                                 log_output=True, stdout_file=stream, stderr_file=stream,
                                 kernel_name=job.get("kernel", "python3"),
                                 start_timeout=job.get("start_timeout", 60),
                                 execution_timeout=job.get("cell_timeout"),
-                                request_save_on_cell_execute=not secret_names)
+                                request_save_on_cell_execute=not masker)
         except PapermillExecutionError as e:
             error = {"kind": "error", "cell": e.exec_count, "error": f"{e.ename}: {e.evalue}",
-                     "traceback": _scrub("\n".join(e.traceback), secret_values)}
+                     "traceback": masker.text("\n".join(e.traceback))}
         except Exception as e:
             kind = "dead_kernel" if type(e).__name__ == "DeadKernelError" else (
                 "timeout" if "Timeout" in type(e).__name__ else "error")
             error = {"kind": kind, "error": f"{type(e).__name__}: {e}"}
         finally:
+            stream.close()
             plog.removeHandler(relay)
-            out = Path(job["output"])
-            if secret_values and out.exists():  # a printed secret must not stay in the file
-                out.write_text(_scrub(out.read_text(encoding="utf-8"), secret_values), encoding="utf-8")
+            if masker and written.exists():
+                _write_masked(written, Path(job["output"]), masker)
+                written.unlink()
         if error:
-            error["error"] = _scrub(error["error"], secret_values)
+            error["error"] = masker.text(error["error"])
             _emit(e="end", ok=False, **error)
             return 1
     _emit(e="end", ok=True)
@@ -139,19 +154,6 @@ def child(job_path: str) -> int:
 
 
 # --- parent ------------------------------------------------------------------------------------
-def _kill_tree(pid: int) -> None:
-    """The child and everything under it: papermill's kernel runs in its own session."""
-    try:
-        import psutil
-
-        procs = [*psutil.Process(pid).children(recursive=True), psutil.Process(pid)]
-    except Exception:
-        return
-    for p in procs:
-        with contextlib.suppress(Exception):
-            p.send_signal(signal.SIGKILL)
-
-
 def run(notebook: Path, output: Path, parameters: dict[str, Any], log: Path, *, cwd: Path | None = None,
         secrets: dict[str, str] | None = None, timeout: float | None = None, cell_timeout: float | None = None,
         label: str = "", extra_env: dict[str, str] | None = None, show_output: bool = True) -> Outcome:
@@ -159,8 +161,10 @@ def run(notebook: Path, output: Path, parameters: dict[str, Any], log: Path, *, 
     secrets = secrets or {}
     log.parent.mkdir(parents=True, exist_ok=True)
     output.parent.mkdir(parents=True, exist_ok=True)
+    private = Path(tempfile.mkdtemp(prefix="mlprep-nb-"))  # 0700: the unmasked notebook, briefly
     job = {"input": str(notebook), "output": str(output), "parameters": parameters, "log": str(log),
-           "cwd": str(cwd) if cwd else None, "secrets": sorted(secrets), "cell_timeout": cell_timeout}
+           "cwd": str(cwd) if cwd else None, "secrets": sorted(secrets), "cell_timeout": cell_timeout,
+           "private_output": str(private / output.name)}
     job_file = log.with_suffix(".job.json")
     job_file.write_text(json.dumps(job, default=str))  # no secret values: those go by environment
     env = {**os.environ, **(extra_env or {}), **{f"MLPREP_SECRET_{k.upper()}": v for k, v in secrets.items()}}
@@ -171,7 +175,7 @@ def run(notebook: Path, output: Path, parameters: dict[str, Any], log: Path, *, 
 
     def on_timeout() -> None:
         timed_out.set()
-        _kill_tree(proc.pid)
+        kill_tree(proc.pid)
 
     timer = threading.Timer(timeout, on_timeout) if timeout else None
     if timer:
@@ -180,7 +184,7 @@ def run(notebook: Path, output: Path, parameters: dict[str, Any], log: Path, *, 
     stderr_lines: list[str] = []
     err_reader = threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True)
     err_reader.start()
-    cells, cell, end = 0, 0, None
+    cells, cell, end, interrupted = 0, 0, None, None
     bar = _Progress(label, show_output)
     try:
         for line in proc.stdout:
@@ -199,8 +203,11 @@ def run(notebook: Path, output: Path, parameters: dict[str, Any], log: Path, *, 
             elif ev["e"] == "end":
                 end = ev
         proc.wait()
+    except Interrupted as e:  # the kernel, its jobs and servers go too
+        interrupted = e
+        kill_tree(proc.pid)
     except BaseException:
-        _kill_tree(proc.pid)
+        kill_tree(proc.pid)
         raise
     finally:
         if timer:
@@ -208,7 +215,10 @@ def run(notebook: Path, output: Path, parameters: dict[str, Any], log: Path, *, 
         bar.close()
         err_reader.join(5)
         job_file.unlink(missing_ok=True)
+        shutil.rmtree(private, ignore_errors=True)
     seconds = round(time.monotonic() - started, 2)
+    if interrupted is not None:
+        return Outcome(False, "interrupted", interrupted.name, cell or None, cells, seconds)
     if timed_out.is_set():
         return Outcome(False, "timeout", f"stage timeout ({timeout:g} s) exceeded at cell {cell} of {cells}",
                        cell, cells, seconds)

@@ -11,13 +11,19 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mlprep.masking import Masker
+
 ENV = "MLPREP_STAGE_OUTPUTS"
+SECRET_ENV = "MLPREP_SECRET_"
 
 
 def save(values: dict[str, Any], default: str | Path | None = None) -> dict[str, Any]:
     target = os.environ.get(ENV) or default
     if _figures:
         values = {**values, "figures": list(_figures)}
+    # the kernel's secrets (mlprep run passes them by environment) never reach the file
+    values = json.loads(json.dumps(values, default=str))  # what the file will hold (paths as text)
+    values = Masker([v for k, v in os.environ.items() if k.startswith(SECRET_ENV)]).value(values)
     if target:
         p = Path(target)
         p.parent.mkdir(parents=True, exist_ok=True)

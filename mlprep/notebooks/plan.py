@@ -2,7 +2,7 @@
 (``conf/run/demo.yaml``). Kept apart from the code that executes it.
 
     parameters:                    # run parameters: mlprep run --param NAME=VALUE
-      data_dir: {type: path, default: demo/data, help: ...}
+      data_dir: {type: path, default: demo/data, must_exist: true, help: ...}
     stages:
       - name: batch
         notebook: notebooks/01_batch_etl.ipynb
@@ -35,6 +35,7 @@ class RunParam:
     type: str
     default: Any
     help: str = ""
+    must_exist: bool = False  # a path that must exist before the run starts (an input)
 
 
 @dataclass
@@ -74,7 +75,10 @@ def load(path: str | Path, root: str | Path | None = None) -> Plan:
         t = spec.get("type", "str")
         if t not in TYPES:
             raise ConfigError(f"parameters.{name}.type", f"one of {TYPES}, got {t!r}")
-        params[name] = RunParam(name, t, spec.get("default"), spec.get("help", ""))
+        must_exist = spec.get("must_exist", False)
+        if not isinstance(must_exist, bool) or (must_exist and t != "path"):
+            raise ConfigError(f"parameters.{name}.must_exist", "true or false, for a path parameter")
+        params[name] = RunParam(name, t, spec.get("default"), spec.get("help", ""), must_exist)
     stages: list[Stage] = []
     names: set[str] = set()
     for i, s in enumerate(doc.get("stages") or []):
@@ -120,6 +124,11 @@ def _num(s: dict, key: str, where: str) -> float | None:
     if v <= 0:
         raise ConfigError(f"{where}.{key}", "must be > 0")
     return v
+
+
+def is_reference(value: Any) -> bool:
+    """True for a value that is exactly one ``${...}`` reference."""
+    return isinstance(value, str) and _REF.fullmatch(value) is not None
 
 
 def substitute(value: Any, scope: dict[str, Any]) -> Any:

@@ -10,11 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mlprep.notebooks.execute import _scrub
+from mlprep.masking import Masker
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}
-th{background:#f3f3f3}.succeeded{color:#2e7d32}.skipped{color:#1565c0}.failed{color:#c62828}.not_run{color:#777}
+th{background:#f3f3f3}.succeeded{color:#2e7d32}.skipped{color:#1565c0}.failed,.interrupted{color:#c62828}.not_run,.not_selected{color:#777}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}pre{background:#f7f7f7;padding:8px;overflow:auto}
 h2{border-bottom:1px solid #ddd;padding-bottom:4px}"""
 
@@ -40,7 +40,7 @@ def _value(v: Any) -> str:
     return html.escape(str(v))
 
 
-def write(folder: Path, summary: dict, results: list, secrets: list[str]) -> Path:
+def write(folder: Path, summary: dict, results: list, masker: Masker) -> Path:
     parts = [f"<h1>mlprep run {html.escape(summary['run_id'])}: "
              f"<span class=\"{summary['status']}\">{html.escape(summary['status'])}</span></h1>"]
     rows = []
@@ -65,5 +65,5 @@ def write(folder: Path, summary: dict, results: list, secrets: list[str]) -> Pat
     page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>mlprep run {html.escape(summary['run_id'])}"
             f"</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n")
     out = folder / "report.html"
-    out.write_text(_scrub(page, secrets), encoding="utf-8")
+    out.write_text(masker.text(page), encoding="utf-8")
     return out

@@ -3,13 +3,17 @@ next one's parameters, into ``runs/<run-id>/``::
 
     run.json          what was asked (plan, parameters with secrets masked, selection)
     NN_<stage>.ipynb  executed notebooks;   logs/<stage>.log   what each printed
-    summary.json      stages (name, status, seconds, notebook) + what the stages reported
+    summary.json      status (running | succeeded | failed | interrupted), stages (name, status,
+                      seconds, notebook, cell) + what the stages reported
     report.html       one self-contained page: tables and the stages' figures
 
 Each stage works in ``runs/_stages/<stage>-<key>/`` where ``key`` hashes the notebook, its
-resolved parameters, the content of its input paths and mlprep's code: a stage whose key has
-succeeded before is skipped (``--force`` re-runs it), which is also how ``--resume`` continues a
-failed run from the stage that failed.
+resolved parameters, the content of its input paths and mlprep's code. A stage is done when
+``done.json`` there (written last, atomically, holding the stage's outputs) exists: such a
+stage is skipped (``--force`` re-runs it, from an emptied folder), which is also how
+``--resume`` continues a failed or interrupted run. A stage that runs starts by removing
+``done.json`` and everything else in its folder, so a stage is never "done" without its
+outputs, whatever stops it.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from mlprep.errors import ConfigError
+from mlprep.interrupts import Interrupted
+from mlprep.logs import SECRET
+from mlprep.masking import MASK, Masker
 from mlprep.notebooks import execute, inspection, outputs
 from mlprep.notebooks import plan as plans
-from mlprep.notebooks.execute import MASK
 
 RETRYABLE = ("dead_kernel", "timeout", "crashed")
 
@@ -36,7 +42,7 @@ RETRYABLE = ("dead_kernel", "timeout", "crashed")
 @dataclass
 class StageResult:
     name: str
-    status: str  # succeeded | skipped | failed | not_run
+    status: str  # succeeded | skipped | failed | interrupted | not_run | not_selected
     seconds: float = 0.0
     notebook: str | None = None
     log: str | None = None
@@ -51,10 +57,16 @@ class StageResult:
 class RunResult:
     run_id: str
     folder: Path
-    status: str
+    status: str  # succeeded | failed | interrupted
     stages: list[StageResult]
     summary: dict
     report: Path | None
+    interrupted: Interrupted | None = None
+
+    @property
+    def stopped_at(self) -> StageResult | None:
+        """The stage that failed or was interrupted."""
+        return next((s for s in self.stages if s.status in ("failed", "interrupted")), None)
 
 
 def _now() -> str:
@@ -80,6 +92,38 @@ def _code_fingerprint(root: Path) -> str:
     return h.hexdigest()
 
 
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def _done_record(stage_dir: Path) -> dict | None:
+    """The stage's completion record, only if whole (it holds the outputs)."""
+    try:
+        rec = json.loads((stage_dir / "done.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) and isinstance(rec.get("outputs"), dict) else None
+
+
+@dataclass
+class _Run:
+    """One run's moving parts, shared by the stage loop."""
+
+    run_id: str
+    folder: Path
+    selected: set[str]
+    needed: set[str]
+    scope: dict[str, Any]
+    code: str
+    force: bool
+    deadline: float | None
+    masker: Masker
+    secret_names: set[str]
+    results: list[StageResult] = field(default_factory=list)
+
+
 class Runner:
     def __init__(self, plan_path: str | Path, runs_dir: str | Path = "runs", root: str | Path | None = None,
                  show_output: bool = True) -> None:
@@ -89,7 +133,7 @@ class Runner:
         self.declared = {s.name: inspection.declared(s.notebook) for s in self.plan.stages}
 
     # --- parameters, validated before any kernel starts
-    def parameters(self, given: dict[str, str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    def parameters(self, given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         """Split ``--param`` into run parameters and per-stage overrides (``stage.name``), typed."""
         run_values: dict[str, Any] = {}
         overrides: dict[str, dict[str, Any]] = {s.name: {} for s in self.plan.stages}
@@ -108,137 +152,214 @@ class Runner:
             else:
                 raise ConfigError(f"--param {key}", "not a run parameter (" + ", ".join(self.plan.parameters)
                                   + "); a notebook's own parameter is given as STAGE.NAME")
-        typed = {}
-        for name, p in self.plan.parameters.items():
-            value = run_values.get(name, p.default)
-            if value is None:
-                raise ConfigError(f"--param {name}", f"required ({p.help or p.type})")
-            kind = "str" if p.type == "path" else p.type
-            value = inspection.coerce(inspection.Param(name, kind, None, ""), value, "run")
-            if p.type == "path":
-                value = str((self.plan.root / value).resolve())
-            typed[name] = value
-        # the plan's own values must fit the notebooks' declarations too
+        typed = {name: self._run_parameter(p, run_values.get(name, p.default))
+                 for name, p in self.plan.parameters.items()}
+        self._check_plan_values(typed)
+        return typed, overrides
+
+    def _run_parameter(self, p: plans.RunParam, value: Any) -> Any:
+        if value is None:
+            raise ConfigError(f"--param {p.name}", f"required ({p.help or p.type})")
+        kind = "str" if p.type == "path" else p.type
+        value = inspection.coerce(inspection.Param(p.name, kind, None, ""), value, "run")
+        if p.type == "path":
+            value = str((self.plan.root / value).resolve())
+            if p.must_exist and not Path(value).exists():
+                raise ConfigError(f"--param {p.name}", f"{value} does not exist" + (f" ({p.help})" if p.help else ""))
+        return value
+
+    def _check_plan_values(self, typed: dict[str, Any]) -> None:
+        """The plan's own values must fit the notebooks' declarations too."""
         for s in self.plan.stages:
             decl = self.declared[s.name]
             for name, value in s.parameters.items():
                 if name not in decl:
                     raise ConfigError(f"plan stage {s.name}", f"{self._nb(s.name)} has no parameter {name!r} "
                                       f"(parameters: {', '.join(decl)})")
-                if "${" not in str(value) or plans._REF.fullmatch(str(value)):
+                if "${" not in str(value) or plans.is_reference(value):
                     try:
                         v = plans.substitute(value, {**typed, "root": str(self.plan.root)})
                     except ConfigError:
                         continue  # an earlier stage's output: checked when known
                     if "${stage_dir}" not in str(value):
                         inspection.coerce(decl[name], v, f"stage {s.name}")
-        return typed, overrides
 
     def _nb(self, stage: str) -> str:
         return str(self.plan.stage(stage).notebook.relative_to(self.plan.root))
 
     # --- the run
-    def run(self, given: dict[str, str] | None = None, *, run_id: str | None = None, only: list[str] | None = None,
+    def run(self, given: dict[str, Any] | None = None, *, run_id: str | None = None, only: list[str] | None = None,
             start_from: str | None = None, resume: str | None = None, force: bool = False,
-            timeout: float | None = None) -> RunResult:
-        given = dict(given or {})
+            timeout: float | None = None, secrets: list[str] | None = None) -> RunResult:
+        """Run the plan. ``secrets`` names parameters to treat as secret whatever their name.
+        SIGINT / SIGTERM (:class:`Interrupted`) end the stage's whole process tree and the run
+        (status ``interrupted``); the result says where, for ``--resume``."""
+        given, secret_names = dict(given or {}), set(secrets or [])
         if resume:
-            saved = json.loads((self.runs / resume / "run.json").read_text())
-            secret_keys = [k for k, v in saved["parameters"].items() if v == MASK]
-            missing = [k for k in secret_keys if k not in given]
-            if missing:
-                raise ConfigError(f"--param {missing[0]}", "a secret is not kept with the run: pass it again")
-            given = {**{k: v for k, v in saved["parameters"].items() if v != MASK}, **given}
-            only, start_from, run_id = saved.get("only"), saved.get("from"), resume
+            given, only, start_from, secret_names = self._resumed(resume, given, secret_names)
+            run_id = resume
         run_values, overrides = self.parameters(given)
+        selected, needed = self._selection(only, start_from)
+        run = self._open(run_id, given, only, start_from, selected, needed, run_values, force, timeout,
+                         secret_names)
+        self._say(f"run {run.run_id}: {len(selected)} of {len(self.plan.stages)} stages -> {run.folder}")
+        status, stop = "running", None
+        try:
+            status = self._stages(run, overrides)
+        except Interrupted as e:
+            stop, status = e, "interrupted"
+            self._mark_interrupted(run, e)
+        summary = self._write_summary(run, status)
+        from mlprep.notebooks import report
+
+        rep = report.write(run.folder, summary, run.results, run.masker)
+        self._say(f"run {run.run_id} {status}: {rep}")
+        return RunResult(run.run_id, run.folder, status, run.results, summary, rep, stop)
+
+    def _resumed(self, resume: str, given: dict, secret_names: set[str]) -> tuple:
+        try:
+            saved = json.loads((self.runs / resume / "run.json").read_text())
+        except (OSError, ValueError):
+            known = sorted(p.parent.name for p in self.runs.glob("*/run.json")) if self.runs.is_dir() else []
+            raise ConfigError("--resume", f"no run {resume!r} in {self.runs}"
+                              + (f" (latest: {known[-1]})" if known else "")) from None
+        secret_names |= set(saved.get("secrets") or [])
+        missing = [k for k, v in saved["parameters"].items() if v == MASK and k not in given]
+        if missing:
+            raise ConfigError(f"--param {missing[0]}", "a secret is not kept with the run: pass it again "
+                              f"(--secret {missing[0]})")
+        given = {**{k: v for k, v in saved["parameters"].items() if v != MASK}, **given}
+        return given, saved.get("only"), saved.get("from"), secret_names
+
+    def _selection(self, only: list[str] | None, start_from: str | None) -> tuple[set[str], set[str]]:
+        """(selected stages, stages whose results they need: the selection and its upstreams)."""
         names = [s.name for s in self.plan.stages]
         for n in (only or []) + ([start_from] if start_from else []):
             self.plan.stage(n)
         selected = set(only or names)
         if start_from:
             selected &= set(names[names.index(start_from):])
+        needed, todo = set(), list(selected)
+        while todo:
+            n = todo.pop()
+            if n not in needed:
+                needed.add(n)
+                todo += self.plan.stage(n).upstream
+        return selected, needed
+
+    def _open(self, run_id: str | None, given: dict, only: list[str] | None, start_from: str | None,
+              selected: set[str], needed: set[str], run_values: dict, force: bool, timeout: float | None,
+              secret_names: set[str]) -> _Run:
         run_id = run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + _secrets.token_hex(3)
         folder = self.runs / run_id
         (folder / "logs").mkdir(parents=True, exist_ok=True)
-        secret_values = self._secret_values(given, overrides)
-        masked = {k: (MASK if self._is_secret(k) else v) for k, v in given.items()}
-        (folder / "run.json").write_text(json.dumps({"plan": str(self.plan.path), "parameters": masked,
-                                                     "only": only, "from": start_from, "created": _now()}, indent=2))
+        secret_keys = {k for k in given if self._is_secret(k, secret_names)}
+        masker = Masker([str(given[k]) for k in secret_keys])
+        masked = {k: (MASK if k in secret_keys else v) for k, v in given.items()}
+        _write_json(folder / "run.json", {"plan": str(self.plan.path), "parameters": masked, "only": only,
+                                          "from": start_from, "secrets": sorted(secret_names), "created": _now()})
+        scope = {**run_values, "root": str(self.plan.root), "run_dir": str(folder)}
         deadline = time.monotonic() + timeout if timeout else None
-        code = _code_fingerprint(self.plan.root)
-        scope: dict[str, Any] = {**run_values, "root": str(self.plan.root), "run_dir": str(folder)}
-        results: list[StageResult] = []
-        status = "succeeded"
-        self._say(f"run {run_id}: {len(selected)} of {len(names)} stages -> {folder}")
+        return _Run(run_id, folder, selected, needed, scope, _code_fingerprint(self.plan.root), force, deadline,
+                    masker, secret_names)
+
+    def _stages(self, run: _Run, overrides: dict[str, dict[str, Any]]) -> str:
+        status = "running"
         for i, stage in enumerate(self.plan.stages, 1):
-            if status != "succeeded":
-                results.append(StageResult(stage.name, "not_run"))
+            if status != "running":
+                run.results.append(StageResult(stage.name, "not_run" if stage.name in run.needed else "not_selected"))
                 continue
-            r = self._stage(i, stage, scope, overrides[stage.name], folder, code, force, stage.name in selected,
-                            deadline)
-            results.append(r)
+            r = self._stage(i, stage, run, overrides[stage.name])
+            run.results.append(r)
             if r.status in ("succeeded", "skipped"):
-                scope[stage.name] = r.outputs
+                run.scope[stage.name] = r.outputs
             elif r.status == "failed":
                 status = "failed"
-            self._write_summary(folder, run_id, results, status, secret_values)
-        summary = self._write_summary(folder, run_id, results, status, secret_values)
-        from mlprep.notebooks import report
+            elif r.status == "interrupted":
+                raise Interrupted(_signum(r.error))
+            self._write_summary(run, status)
+        return "succeeded" if status == "running" else status
 
-        rep = report.write(folder, summary, results, secret_values)
-        self._say(f"run {run_id} {status}: {rep}")
-        return RunResult(run_id, folder, status, results, summary, rep)
+    def _mark_interrupted(self, run: _Run, e: Interrupted) -> None:
+        done = {r.name for r in run.results}
+        for stage in self.plan.stages:
+            if stage.name not in done:
+                run.results.append(StageResult(stage.name, "not_run" if stage.name in run.needed else "not_selected"))
+        if not any(r.status == "interrupted" for r in run.results):
+            nxt = next((r for r in run.results if r.status == "not_run"), None)
+            if nxt is not None:  # between stages: the next one is where it stopped
+                nxt.status, nxt.error = "interrupted", e.name
 
-    def _stage(self, i: int, stage: plans.Stage, scope: dict, overrides: dict, folder: Path, code: str,
-               force: bool, selected: bool, deadline: float | None) -> StageResult:
-        decl = self.declared[stage.name]
-        params = {k: plans.substitute(v, {**scope, "stage_dir": "${stage_dir}"}) for k, v in stage.parameters.items()}
-        params.update(overrides)
-        params = {k: (v if isinstance(v, str) and "${stage_dir}" in v else inspection.coerce(decl[k], v, f"stage {stage.name}"))
-                  for k, v in params.items()}
-        secret = {k: str(v) for k, v in params.items() if decl[k].secret}
-        key = self._key(stage, params, secret, code)
+    def _stage(self, i: int, stage: plans.Stage, run: _Run, overrides: dict) -> StageResult:
+        try:
+            params, secret, key = self._resolve(stage, run, overrides)
+        except ConfigError:
+            if stage.name in run.needed:
+                raise
+            return StageResult(stage.name, "not_selected")  # its upstream did not run either
         stage_dir = self.runs / "_stages" / f"{stage.name}-{key[:16]}"
         params = {k: (v.replace("${stage_dir}", str(stage_dir)) if isinstance(v, str) else v) for k, v in params.items()}
-        done = stage_dir / "done.json"
-        out_nb = folder / stage.notebook.name
-        log = folder / "logs" / f"{stage.name}.log"
-        if done.is_file() and (not force or not selected):
-            rec = json.loads(done.read_text())
+        out_nb = run.folder / stage.notebook.name
+        log = run.folder / "logs" / f"{stage.name}.log"
+        label = f"[{i}/{len(self.plan.stages)}] {stage.name}"
+        selected = stage.name in run.selected
+        rec = _done_record(stage_dir)
+        if rec is not None and not (run.force and selected):
             if Path(rec["notebook"]).is_file() and Path(rec["notebook"]) != out_nb:
                 shutil.copyfile(rec["notebook"], out_nb)
             log.write_text(f"skipped: unchanged since run {rec['run_id']} (key {key[:16]})\n")
-            self._say(f"[{i}/{len(self.plan.stages)}] {stage.name}: unchanged since run {rec['run_id']}, skipped")
-            return StageResult(stage.name, "skipped", 0.0, str(out_nb), str(log), key, 0,
-                               outputs=json.loads((stage_dir / "outputs.json").read_text()))
+            self._say(f"{label}: unchanged since run {rec['run_id']}, skipped")
+            return StageResult(stage.name, "skipped", 0.0, str(out_nb), str(log), key, 0, outputs=rec["outputs"])
         if not selected:
-            raise ConfigError(f"stage {stage.name}", "is needed by a selected stage but has no result for its "
-                              "current inputs: run it too (drop --only / --from)")
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        (stage_dir / "outputs.json").unlink(missing_ok=True)
-        attempts, outcome = 0, None
-        while True:
-            attempts += 1
-            left = None if deadline is None else max(1.0, deadline - time.monotonic())
-            to = min(x for x in (stage.timeout, left) if x is not None) if (stage.timeout or left) else None
-            label = f"[{i}/{len(self.plan.stages)}] {stage.name}"
-            outcome = execute.run(stage.notebook, out_nb, {k: v for k, v in params.items() if k not in secret}, log,
-                                  cwd=stage.notebook.parent, secrets=secret, timeout=to,
-                                  cell_timeout=stage.cell_timeout, label=label, show_output=self.show_output,
-                                  extra_env={outputs.ENV: str(stage_dir / "outputs.json")})
-            if outcome.ok or outcome.kind not in RETRYABLE or attempts > stage.retries:
-                break
-            self._say(f"{label}: {outcome.error}; retrying ({attempts}/{stage.retries})")
+            if stage.name not in run.needed:
+                return StageResult(stage.name, "not_selected")
+            msg = "is needed by a selected stage but has no result for its current inputs: run it too (drop --only / --from)"
+            self._say(f"{label}: {msg}")
+            return StageResult(stage.name, "failed", error=msg)
+        _clean(stage_dir)
+        outcome, attempts = self._execute(stage, label, params, secret, out_nb, log, stage_dir, run)
+        if outcome.kind == "interrupted":
+            return StageResult(stage.name, "interrupted", outcome.seconds, str(out_nb), str(log), key, attempts,
+                               outcome.error, outcome.cell)
         if not outcome.ok:
             where = f" at cell {outcome.cell}" if outcome.cell else ""
             self._say(f"{label} FAILED{where}: {outcome.error}\n--- last lines of {log}\n{execute.tail_text(log)}\n---")
             return StageResult(stage.name, "failed", outcome.seconds, str(out_nb), str(log), key, attempts,
                                outcome.error, outcome.cell)
         outs = json.loads((stage_dir / "outputs.json").read_text()) if (stage_dir / "outputs.json").is_file() else {}
-        done.write_text(json.dumps({"run_id": folder.name, "notebook": str(out_nb), "key": key, "time": _now(),
-                                    "seconds": outcome.seconds}, indent=2))
+        _write_json(stage_dir / "done.json", {"run_id": run.run_id, "notebook": str(out_nb), "key": key,
+                                              "time": _now(), "seconds": outcome.seconds, "outputs": outs})
         self._say(f"{label}: succeeded in {outcome.seconds:.1f} s")
         return StageResult(stage.name, "succeeded", outcome.seconds, str(out_nb), str(log), key, attempts, outputs=outs)
+
+    def _resolve(self, stage: plans.Stage, run: _Run, overrides: dict) -> tuple[dict, dict, str]:
+        """The stage's typed parameters, which of them are secret, and its key."""
+        decl = self.declared[stage.name]
+        params = {k: plans.substitute(v, {**run.scope, "stage_dir": "${stage_dir}"}) for k, v in stage.parameters.items()}
+        params.update(overrides)
+        params = {k: (v if isinstance(v, str) and "${stage_dir}" in v else inspection.coerce(decl[k], v, f"stage {stage.name}"))
+                  for k, v in params.items()}
+        # secret by name, by --secret, or because it carries a secret's value
+        secret = {k: str(v) for k, v in params.items()
+                  if decl[k].secret or f"{stage.name}.{k}" in run.secret_names
+                  or (run.masker and run.masker.text(str(v)) != str(v))}
+        return params, secret, self._key(stage, params, secret, run.code)
+
+    def _execute(self, stage: plans.Stage, label: str, params: dict, secret: dict, out_nb: Path, log: Path,
+                 stage_dir: Path, run: _Run) -> tuple[execute.Outcome, int]:
+        attempts = 0
+        while True:
+            attempts += 1
+            left = None if run.deadline is None else max(1.0, run.deadline - time.monotonic())
+            to = min(x for x in (stage.timeout, left) if x is not None) if (stage.timeout or left) else None
+            outcome = execute.run(stage.notebook, out_nb, {k: v for k, v in params.items() if k not in secret}, log,
+                                  cwd=stage.notebook.parent, secrets=secret, timeout=to,
+                                  cell_timeout=stage.cell_timeout, label=label, show_output=self.show_output,
+                                  extra_env={outputs.ENV: str(stage_dir / "outputs.json")})
+            if outcome.ok or outcome.kind not in RETRYABLE or attempts > stage.retries:
+                return outcome, attempts
+            self._say(f"{label}: {outcome.error}; retrying ({attempts}/{stage.retries})")
+            _clean(stage_dir)
 
     def _key(self, stage: plans.Stage, params: dict, secret: dict, code: str) -> str:
         h = hashlib.sha256()
@@ -255,36 +376,41 @@ class Runner:
                     h.update(f"{k}:{_fingerprint(p, self.runs)}\n".encode())
         return h.hexdigest()
 
-    def _is_secret(self, key: str) -> bool:
-        from mlprep.logs import SECRET
+    @staticmethod
+    def _is_secret(key: str, names: set[str]) -> bool:
+        return key in names or bool(SECRET.search(key.split(".")[-1]))
 
-        return bool(SECRET.search(key.split(".")[-1]))
-
-    def _secret_values(self, given: dict, overrides: dict) -> list[str]:
-        vals = [str(v) for k, v in given.items() if self._is_secret(k)]
-        vals += [str(v) for o in overrides.values() for k, v in o.items() if self._is_secret(k)]
-        return [v for v in vals if len(v) >= 4]
-
-    def _write_summary(self, folder: Path, run_id: str, results: list[StageResult], status: str,
-                       secret_values: list[str]) -> dict:
-        summary: dict[str, Any] = {"run_id": run_id, "status": status, "updated": _now(), "stages": [
+    def _write_summary(self, run: _Run, status: str) -> dict:
+        summary: dict[str, Any] = {"run_id": run.run_id, "status": status, "updated": _now(), "stages": [
             {"name": r.name, "status": r.status, "seconds": r.seconds, "notebook": r.notebook, "log": r.log,
-             "attempts": r.attempts, **({"error": r.error, "cell": r.cell} if r.error else {})} for r in results]}
-        for r in results:  # what each stage chose to report goes to the top level
+             "attempts": r.attempts, **({"error": r.error, "cell": r.cell} if r.error else {})} for r in run.results]}
+        for r in run.results:  # what each stage chose to report goes to the top level
             for k, v in (r.outputs.get("summary") or {}).items():
                 if isinstance(v, dict) and isinstance(summary.get(k), dict):
                     summary[k] = {**summary[k], **v}
                 else:
                     summary[k] = v
-        summary["outputs"] = {r.name: {k: v for k, v in r.outputs.items() if k != "summary"} for r in results
+        summary["outputs"] = {r.name: {k: v for k, v in r.outputs.items() if k != "summary"} for r in run.results
                               if r.outputs}
-        text = json.dumps(summary, indent=2, default=str)
-        text = execute._scrub(text, secret_values)
-        tmp = folder / ".summary.json.tmp"
-        tmp.write_text(text + "\n")
-        tmp.replace(folder / "summary.json")
-        return json.loads(text)
+        summary = run.masker.value(json.loads(json.dumps(summary, default=str)))
+        _write_json(run.folder / "summary.json", summary)
+        return summary
 
     def _say(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
+
+def _clean(stage_dir: Path) -> None:
+    """An empty stage folder, "not done" first: a stop at any point leaves it not done."""
+    (stage_dir / "done.json").unlink(missing_ok=True)
+    shutil.rmtree(stage_dir, ignore_errors=True)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _signum(name: str | None) -> int:
+    import signal
+
+    try:
+        return int(signal.Signals[name or "SIGINT"])
+    except KeyError:
+        return int(signal.SIGINT)

@@ -87,8 +87,9 @@ def run_stream(spec: str | Path | dict | FeatureSpec, source: str, out: str | Pa
     n, position, seq, blocks, lags = 0, None, 0, 0, []
     if latest is not None:
         n, folder, meta = latest
-        if meta.get("finished"):
-            return json.loads((out / "summary.json").read_text())
+        if meta.get("finished"):  # done before: its summary is kept in the checkpoint too
+            _write_summary(out, meta["summary"])
+            return meta["summary"]
         position, seq, blocks = meta["position"], meta["seq"], meta["blocks"]
         counts, lags = meta["counts"], meta["lags"]
         load_state(agg, folder, meta)
@@ -104,16 +105,19 @@ def run_stream(spec: str | Path | dict | FeatureSpec, source: str, out: str | Pa
     src = open_source(source, position, block_bytes)
     agg.declare_partitions(src.partitions)
 
-    def commit(finished: bool = False) -> None:
+    def commit(summary: dict[str, Any] | None = None) -> None:
         nonlocal n
         n += 1
         if metrics:  # progress of this interval: watermark, open windows, side outputs
             sinks.side["metrics"].append(pl.DataFrame(metrics, orient="row", schema=METRICS))
             metrics.clear()
         sinks.flush(n)
+        if summary is not None:  # the end: timed after the last write, kept before the commit
+            summary.update(_timing(counts, time.perf_counter() - t0), offline_rows=sinks.offline.rows)
+            _write_summary(out, summary)
         if ckpt:
-            meta = {"position": src.position(), "seq": seq, "blocks": blocks,
-                    "counts": counts, "lags": lags[-10_000:], "finished": finished, "source": source}
+            meta = {"position": src.position(), "seq": seq, "blocks": blocks, "counts": counts,
+                    "lags": lags[-10_000:], "finished": summary is not None, "source": source, "summary": summary}
             ckpt.commit(n, meta, lambda d: save_state(agg, d))
 
     t0 = time.perf_counter()
@@ -153,17 +157,26 @@ def run_stream(spec: str | Path | dict | FeatureSpec, source: str, out: str | Pa
     sinks.add(agg.flush(), pl.DataFrame(), counts)
     sinks.online.close()
     bar.close()
-    seconds = time.perf_counter() - t0
-    summary = {"spec": spec.name, "source": source, **counts, "seconds": round(seconds, 3),
-               "events_per_s": round(counts["events"] / seconds) if seconds else None,
+    summary = {"spec": spec.name, "source": source, **counts,
                "emit_lag_ms_p99": round(float(np.percentile(lags, 99)), 2) if lags else None,
                "open_windows_at_end": agg.open_windows(),
                "feature_groups": [f"{spec.name}_{w.name}" for w in spec.windows]}
-    commit(finished=True)
-    summary["offline_rows"] = sinks.offline.rows
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    commit(summary)
+    if counts["events"] == 0:
+        log.warning("no events in %s", source)
     log.info("stream done", extra={k: v for k, v in summary.items() if isinstance(v, int | float)})
     return summary
+
+
+def _timing(counts: dict[str, int], seconds: float) -> dict[str, Any]:
+    """Wall time from the first read to the end of the last write, and the rate it gives."""
+    return {"seconds": round(seconds, 3), "events_per_s": round(counts["events"] / seconds) if seconds else None}
+
+
+def _write_summary(out: Path, summary: dict[str, Any]) -> None:
+    tmp = out / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    tmp.replace(out / "summary.json")
 
 
 def backfill(spec: str | Path | dict | FeatureSpec, source: str, out: str | Path) -> dict[str, Any]:

@@ -29,8 +29,15 @@ def open_source(url: str, position: dict[str, Any] | None = None, block_bytes: i
     if url.startswith("kinesis://"):
         return KinesisSource(url, position)
     pos = position or {}
+    fs, path = filesystem(url)
+    if not fs.exists(path):
+        raise SourceError(f"--source: no such file or folder: {url}")
     if url.rstrip("/").endswith((".parquet", ".pq")) or _is_parquet_dir(url):
         return ParquetReplay(url, pos.get("row", 0))
+    if fs.isdir(path):
+        raise SourceError(f"--source: {url} is a folder without Parquet files (give a JSON-lines file)")
+    if block_bytes < 1:
+        raise SourceError(f"--block-size: must be at least 1 byte, got {block_bytes}")
     return JsonlReplay(url, block_bytes, pos.get("offset", 0), pos.get("line", 1))
 
 
