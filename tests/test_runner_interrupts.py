@@ -72,7 +72,7 @@ stages:
     return tmp_path, plan
 
 
-def _cli(tmp: Path, plan: Path, *args: str, env: dict | None = None, **kw) -> list[str]:
+def _cli(tmp: Path, plan: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "mlprep", "run", "--plan", str(plan), "--runs-dir", str(tmp / "runs"), *args]
 
 
@@ -92,7 +92,7 @@ def test_a_signal_ends_the_whole_tree_marks_the_run_interrupted_and_resume_compl
     _wait_for(tmp / "work" / "pids.json")
     pids = json.loads((tmp / "work" / "pids.json").read_text())  # kernel, job, detached server
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
