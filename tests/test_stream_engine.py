@@ -169,3 +169,49 @@ def test_session_windows_match_the_simulation(batch):
         assert (e2, n2) == (end, n) and ((sm is None and s2 is None) or math.isclose(s2, sm, rel_tol=1e-9)), g
     assert (sorted(late["_pos"].to_list()) if not late.is_empty() else []) == [i + 1 for i in late_idx]
     assert len(late_idx) > 0 and len(expected) > 100
+
+
+def _exact_stddev(xs: list[float]) -> float | None:
+    """The sample standard deviation of the floats as given, in exact rational arithmetic."""
+    from fractions import Fraction
+
+    if len(xs) < 2:
+        return None
+    q = [Fraction(x) for x in xs]
+    mean = sum(q) / len(q)
+    return math.sqrt(sum((x - mean) ** 2 for x in q) / (len(q) - 1))
+
+
+def _grouped_stddev(wtype: str, values: list[float], ts: list[int], batch: int) -> dict[int, float | None]:
+    spec = load_spec({
+        "name": "t", "entity": ["k"], "event_time": {"field": "ts", "format": "epoch_ms"}, "fields": {"v": "double"},
+        "max_out_of_orderness": "0s", "allowed_lateness": "0s",
+        "windows": [{"type": "session", "gap": "10m"} if wtype == "session" else {"type": wtype, "size": "1h"}],
+        "aggregations": [{"name": "sd", "function": "stddev", "column": "v"}]})
+    ev = [("a", t, v) for t, v in zip(ts, values, strict=True)]
+    emitted, _ = _run(spec, ev, batch)
+    col = f"sd_{spec.windows[0].name}"
+    return {r["window_start"]: r[col] for r in emitted.iter_rows(named=True)}
+
+
+def test_session_stddev_of_large_values_close_together_is_exact():
+    """1e8 + 0.1, 0.2, 0.3 in one session: 0.1, not 0 (the sum-of-squares merge cancelled)."""
+    xs = [100000000.1, 100000000.2, 100000000.3]
+    got = _grouped_stddev("session", xs, [0, 60_000, 120_000], batch=1)
+    assert list(got) == [0]
+    assert math.isclose(got[0], _exact_stddev(xs), rel_tol=1e-7) and math.isclose(got[0], 0.1, rel_tol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["session", "tumbling"]), st.floats(-1e12, 1e12, allow_nan=False),
+       st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=2, max_size=40), st.integers(1, 7))
+def test_grouped_stddev_matches_exact_rational_arithmetic(wtype, offset, deltas, batch):
+    """Any offset (values far from 0), any split into micro-batches: within a few ulps of the
+    magnitude of the exact answer computed with fractions."""
+    xs = [offset + d for d in deltas]
+    ts = [i * 1_000 for i in range(len(xs))]  # one session, one tumbling hour
+    got = _grouped_stddev(wtype, xs, ts, batch)
+    assert list(got) == [0]
+    truth = _exact_stddev(xs)
+    scale = max(abs(x) for x in xs)
+    assert abs(got[0] - truth) <= 64 * 2.0**-52 * scale * math.sqrt(len(xs)) + 1e-12 * truth, (got[0], truth)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime
 
 import polars as pl
@@ -88,7 +89,53 @@ def test_stream_cli(small_data, tmp_path):
     assert json.loads(open(p.stdout.strip().splitlines()[-1]).read())["events"] == 3000
     bad = subprocess.run([sys.executable, "-m", "mlprep", "stream", "run", str(SPEC), "--source", str(tmp_path / "nope"),
                           "--out", str(tmp_path / "o2")], capture_output=True, text=True)
-    assert bad.returncode != 0 and "nope" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr == f"error: --source: no such file or folder: {tmp_path / 'nope'}\n"
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    empty = subprocess.run([sys.executable, "-m", "mlprep", "stream", "run", str(SPEC), "--source",
+                            str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "o3"), "--no-progress"],
+                           capture_output=True, text=True)
+    assert empty.returncode == 0 and "Traceback" not in empty.stderr
+    assert f"warning mlprep.stream: no events in {tmp_path / 'empty.jsonl'}" in empty.stderr.splitlines()
+
+
+def test_block_size_replays_a_small_file_as_a_stream(small_data, tmp_path):
+    """--block-size 16k: many micro-batches, windows fire while the file is read (not all at the end)."""
+    cli = [sys.executable, "-m", "mlprep", "stream", "run", str(SPEC), "--source", str(small_data.events), "--no-progress"]
+    subprocess.run([*cli, "--out", str(tmp_path / "small"), "--block-size", "16k"], check=True, capture_output=True)
+    subprocess.run([*cli, "--out", str(tmp_path / "big")], check=True, capture_output=True)
+    size = small_data.events.stat().st_size
+    blocks = {d: len(pl.read_parquet(tmp_path / d / "metrics" / "*.parquet")) for d in ("small", "big")}
+    assert blocks["big"] == 1 and size // (16 << 10) <= blocks["small"] <= size // (16 << 10) + 1
+    metrics = pl.read_parquet(tmp_path / "small" / "metrics" / "*.parquet").sort("block")
+    assert metrics["watermark"].n_unique() > 10 and metrics["watermark"].is_sorted()  # advancing as it goes
+    assert _offline(tmp_path / "small").filter(pl.col("kind") == "final").sort("user_id", "window_start").select(
+        "user_id", "window_start", "txn_count_5m").equals(_offline(tmp_path / "big").filter(
+            pl.col("kind") == "final").sort("user_id", "window_start").select("user_id", "window_start", "txn_count_5m"))
+    bad = subprocess.run([*cli, "--out", str(tmp_path / "x"), "--block-size", "lots"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--block-size: expected a size" in bad.stderr
+
+
+def test_summary_time_includes_the_last_write(small_data, tmp_path, monkeypatch):
+    """seconds and events/s run to the end of the last store write (it was taken before it)."""
+    from mlprep.stream import stores
+
+    slow = stores.OfflineStore.flush
+
+    def flush(self, tag):
+        time.sleep(1.5)
+        return slow(self, tag)
+
+    monkeypatch.setattr(stores.OfflineStore, "flush", flush)
+    s = run_stream(SPEC, str(small_data.events), tmp_path / "o", checkpoint_every=10_000)
+    assert s["seconds"] >= 1.5 and s["events_per_s"] <= 3000 / 1.5
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["seconds"] == s["seconds"]
+
+
+def test_a_finished_run_restarts_even_without_its_summary_file(small_data, tmp_path):
+    s = run_stream(SPEC, str(small_data.events), tmp_path / "o", checkpoint=tmp_path / "chk")
+    (tmp_path / "o" / "summary.json").unlink()  # killed after the last checkpoint, before the file
+    again = run_stream(SPEC, str(small_data.events), tmp_path / "o", checkpoint=tmp_path / "chk")
+    assert again == s and json.loads((tmp_path / "o" / "summary.json").read_text()) == s
 
 
 def _offline(out):
@@ -97,7 +144,8 @@ def _offline(out):
     return df.select(cols).sort(cols)
 
 
-@pytest.mark.parametrize("point", ["stream:block=3", "stream:block=8", "stream:commit=2", "stream:commit=4"])
+@pytest.mark.parametrize("point", ["stream:block=3", "stream:block=8", "stream:commit=2", "stream:commit=4",
+                                   "stream:finishing"])
 def test_sigkill_then_restart_gives_the_uninterrupted_output(small_data, tmp_path, point):
     """Nothing lost, nothing doubled: kill at a block or inside a checkpoint, restart, compare."""
     code = ("import sys; from mlprep.stream.runner import run_stream; "

@@ -122,13 +122,16 @@ class _WindowState:
             if "sum" in fns:
                 aggs.append(pl.col(f"{c}__sum").sum())
             if fns & {"mean", "stddev"}:
-                # Chan et al.'s parallel merge, written with plain group sums (fast in polars):
-                # M2 = sum(M2_i) + sum(n_i * mean_i^2) - n * mean^2
                 mean = pl.col(f"{c}__mean").fill_nan(None).fill_null(0)
                 aggs.append((n * mean).sum().alias(f"{c}__nm"))
                 if "stddev" in fns:
-                    aggs += [pl.col(f"{c}__m2").fill_nan(None).fill_null(0).sum().alias(f"{c}__m2"),
-                             (n * mean * mean).sum().alias(f"{c}__nmm")]
+                    # Chan et al.'s merge, M2 = sum(M2_i) + sum(n_i * (mean_i - mean)^2): the pairwise
+                    # update M2a + M2b + d^2 na nb / n applied to k parts at once. Deviations from
+                    # the merged mean, never sum(n_i mean_i^2) - n mean^2, which cancels
+                    # catastrophically (1e8 + 0.1, 0.2, 0.3 gave 0).
+                    grand = (n * mean).sum() / tot
+                    spread = (n * (mean - grand) ** 2).fill_nan(None).sum()
+                    aggs.append((pl.col(f"{c}__m2").fill_nan(None).fill_null(0).sum() + spread).alias(f"{c}__m2"))
             if "min" in fns:
                 aggs.append(pl.col(f"{c}__min").min())
             if "max" in fns:
@@ -149,11 +152,8 @@ class _WindowState:
                 n = pl.col(f"{c}__n")
                 grand = pl.when(n > 0).then(pl.col(f"{c}__nm") / n)
                 fix.append(grand.alias(f"{c}__mean"))
-                if "stddev" in fns:
-                    m2 = pl.col(f"{c}__m2") + pl.col(f"{c}__nmm") - n * grand.fill_null(0) ** 2
-                    fix.append(pl.max_horizontal(m2, pl.lit(0.0)).alias(f"{c}__m2"))
         if fix:
-            out = out.with_columns(fix).drop([c for c in out.columns if c.endswith(("__nm", "__nmm"))])
+            out = out.with_columns(fix).drop([c for c in out.columns if c.endswith("__nm")])
         return out
 
     def add(self, rows: pl.DataFrame) -> None:

@@ -113,6 +113,7 @@ def run_stream(spec: str | Path | dict | FeatureSpec, source: str, out: str | Pa
             metrics.clear()
         sinks.flush(n)
         if summary is not None:  # the end: timed after the last write, kept before the commit
+            fault("stream:finishing")
             summary.update(_timing(counts, time.perf_counter() - t0), offline_rows=sinks.offline.rows)
             _write_summary(out, summary)
         if ckpt:
