@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,11 @@ def _secret(name: str) -> str:
     raise ConfigError(f"--secret {name}", f"set {env} in the environment (or run on a terminal to be asked)")
 
 
+def _progress(a: argparse.Namespace) -> bool:
+    """Live bars on a terminal only: in a log or a pipe they are lines of carriage returns."""
+    return not a.no_progress and sys.stderr.isatty()
+
+
 def cmd_data_generate(a: argparse.Namespace) -> int:
     from mlprep.datasets.payments import generate
 
@@ -96,9 +102,9 @@ def cmd_batch_run(a: argparse.Namespace) -> int:
             from mlprep.batch.spark import run_job_spark
 
             r = run_job_spark(a.config, _params(a.param, a.params_file, a.secret), master=a.master,
-                              progress=not a.no_progress)
+                              progress=_progress(a))
         else:
-            r = run_job(a.config, _params(a.param, a.params_file, a.secret), progress=not a.no_progress)
+            r = run_job(a.config, _params(a.param, a.params_file, a.secret), progress=_progress(a))
     except ConfigError:
         raise  # exit 2: nothing ran
     except MlprepError as e:
@@ -150,7 +156,7 @@ def cmd_bookmark(a: argparse.Namespace) -> int:
 def cmd_stream_run(a: argparse.Namespace) -> int:
     from mlprep.stream.runner import run_stream
 
-    s = run_stream(a.spec, a.source, a.out, speedup=a.speedup, progress=not a.no_progress,
+    s = run_stream(a.spec, a.source, a.out, speedup=a.speedup, progress=_progress(a),
                    checkpoint=a.checkpoint, block_bytes=_bytes("--block-size", a.block_size))
     print(f"{s['events']} events: {s['dead_letters']} dead letters, {s['filtered']} filtered, {s['late']} late;"
           f" {s['emitted']} feature rows, {s['events_per_s']} events/s", file=sys.stderr)
@@ -347,6 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     except MlprepError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug or an engine's own error: one line here, the traceback in the debug log
+        logging.getLogger("mlprep").debug("unexpected error", exc_info=True)
+        print(f"error: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+              " (--log-level DEBUG shows the traceback)", file=sys.stderr)
+        return 1
     except Interrupted as e:  # Ctrl-C / SIGTERM: whatever we started goes too, no traceback
         interrupts.kill_tree()
         print(f"interrupted ({e.name}): mlprep {a.group} {getattr(a, 'cmd', '') or ''} stopped".rstrip(),

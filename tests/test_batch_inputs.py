@@ -57,7 +57,7 @@ def test_malformed_json_lines_are_quarantined_with_reason_and_line(tmp_path):
     assert got[2].startswith("malformed JSON")
     assert got[4] == "invalid UTF-8"
     assert got[5] == "not a JSON object (list)"
-    assert got[7].startswith("record too long: 10485778 bytes")
+    assert got[7].startswith("record too large: 10485778 bytes")
     assert q["source"].str.endswith("a.jsonl").all()
     assert r.summary["sources"]["r"]["empty_files"][0].endswith("empty.jsonl")
 

@@ -66,7 +66,7 @@ def test_stream_run_end_to_end(small_data, tmp_path):
         assert math.isclose(r["amount_sum_5m"], e["sum"], rel_tol=1e-9)
         assert math.isclose(r["amount_max_5m"], e["max"], rel_tol=1e-12)
         assert (r["amount_std_5m"] is None) == (e["std"] is None)
-    fg = json.loads((out / "offline" / "user_txn_features_5m" / "feature_group.json").read_text())
+    fg = json.loads((out / "offline" / "user_txn_features_5m" / "_feature_group.json").read_text())
     assert fg["EventTimeFeatureName"] == "event_time" and fg["RecordIdentifierFeatureName"] == "user_id"
     assert {"txn_count_5m", "amount_sum_5m"} <= {f["FeatureName"] for f in fg["FeatureDefinitions"]}
 

@@ -58,6 +58,8 @@ class Source(_Model):
     incremental_key: str | None = None
     bookmark: bool = True
     max_record_bytes: int = Field(1 << 20, gt=0)
+    max_depth: int = Field(32, gt=0, le=256)  # JSON: records nested deeper are quarantined
+    max_fields: int = Field(1000, gt=0)  # JSON: records with more keys (at any depth) are quarantined
     delimiter: str = ","
     header: bool = True
 
@@ -207,6 +209,20 @@ class Output(_Model):
     max_rows_per_file: int = Field(2_000_000, gt=0)
 
 
+class Timestamps(_Model):
+    """Timestamps and dates cast by a step must fall in these years, or the row is quarantined
+    (year 1 or 99999 is a broken value, not a time)."""
+
+    min_year: int = Field(1900, ge=1)
+    max_year: int = Field(2200, le=9999)
+
+    @model_validator(mode="after")
+    def _order(self) -> Timestamps:
+        if self.min_year > self.max_year:
+            raise ValueError(f"min_year {self.min_year} > max_year {self.max_year}")
+        return self
+
+
 class JobConfig(_Model):
     name: str
     description: str = ""
@@ -215,6 +231,7 @@ class JobConfig(_Model):
     steps: list[dict[str, Any]] = []
     quality: Quality = Quality()
     thresholds: Thresholds = Thresholds()
+    timestamps: Timestamps = Timestamps()
     output: Output
 
     def primary_source(self) -> str:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from tqdm.auto import tqdm
 
 from mlprep import logs
@@ -30,10 +31,11 @@ from mlprep.batch.config import JobConfig, Source, load_job
 from mlprep.batch.publish import open_table, table_location, write_json_atomic
 from mlprep.batch.transforms import Context, Relation
 from mlprep.duck import Engine, ident, lit
-from mlprep.errors import DataQualityError, ErrorThresholdExceeded, MlprepError
+from mlprep.errors import ConfigError, DataQualityError, ErrorThresholdExceeded, MlprepError
 from mlprep.faults import fault
 from mlprep.io import files as file_io
 from mlprep.io import sql as sql_io
+from mlprep.io.json_strict import Limits
 from mlprep.io.fs import FileInfo, filesystem, is_remote, join, list_files
 
 log = logging.getLogger("mlprep.batch")
@@ -88,7 +90,7 @@ class _Run:
         self.engine.run(file_io.QUARANTINE_DDL)
         self.engine.run("CREATE TABLE _files (id INTEGER, source VARCHAR, url VARCHAR, fmt VARCHAR)")
         self.table = open_table(job.output.path)
-        self.ctx = Context(self.engine)
+        self.ctx = Context(self.engine, years=(job.timestamps.min_year, job.timestamps.max_year))
         self.sources: dict[str, dict[str, Any]] = {}
         self.source_schemas: dict[str, dict[str, str]] = {}
         self.file_id = 0
@@ -140,9 +142,10 @@ class _Run:
         with tqdm(total=total, unit="B", unit_scale=True, desc=f"read {name}",
                   disable=not self.progress or total == 0, leave=False) as bar:
             if src.format == "jsonl":
-                stats = file_io.load_jsonl(self.engine, table, pairs, src.max_record_bytes, bar.update)
+                stats = file_io.load_jsonl(self.engine, table, pairs, src.max_record_bytes, bar.update,
+                                           Limits(src.max_depth, src.max_fields))
             elif src.format == "csv":
-                stats = file_io.load_csv(self.engine, table, pairs, src.delimiter, src.header)
+                stats = file_io.load_csv(self.engine, table, pairs, src.delimiter, src.header, src.max_record_bytes)
                 bar.update(total)
             else:
                 stats = file_io.load_parquet(self.engine, table, pairs)
@@ -215,6 +218,11 @@ class _Run:
         marks = ", ".join(transforms.MARKS)
         if not transforms.data_columns(self.engine, rel.table):
             raise MlprepError(f"output.input: relation {out.input!r} has no columns to write")
+        for k, expr in parts.items():  # a wrong expression names its partition key
+            try:
+                self.engine.run(f"SELECT ({expr})::VARCHAR FROM {rel.table} LIMIT 0")
+            except duckdb.Error as e:
+                raise ConfigError(f"output.partition_by.{k}", f"{expr!r}: {str(e).splitlines()[0]}") from None
         self.engine.run(f"CREATE VIEW _out AS SELECT * EXCLUDE ({marks}, _src, _pos) {extra} FROM {rel.table}")
         self.check_append_schema()
         staged = self.table.staging(self.run_id)
@@ -333,7 +341,7 @@ class _Run:
         e.run(
             "CREATE TABLE _qout AS SELECT f.source AS source_name, f.url AS source,"
             f" coalesce(q.position, {pos_case}) AS position, q._pos AS position_number, q.stage, q.reason,"
-            f" q.record, {lit(self.run_id)} AS run_id FROM _quarantine q LEFT JOIN _files f ON q._src = f.id"
+            " q.record FROM _quarantine q LEFT JOIN _files f ON q._src = f.id"
             " ORDER BY q._src, q._pos"
         )
         top = e.rows("SELECT regexp_replace(reason, ':.*', ''), count(*) FROM _qout GROUP BY 1 ORDER BY 2 DESC LIMIT 20")
@@ -375,6 +383,25 @@ class _Run:
                 "drift": {k: v for k, v in drift.items() if any(v.values())}}
 
 
+def check_output_paths(job: JobConfig) -> None:
+    """Every local folder the job writes can be made: no file in the way, write permission.
+    Checked before anything runs, so the error names the field, not an OS call."""
+    for name, target in (("output.path", job.output.path), ("output.quarantine", job.output.quarantine),
+                         ("output.catalog", catalog_dir(job))):
+        if is_remote(target):
+            continue
+        p = Path(target).absolute()
+        ancestor = next((a for a in (p, *p.parents) if a.exists()), None)
+        if ancestor is None:
+            continue
+        if ancestor != p and not ancestor.is_dir():
+            raise ConfigError(name, f"{target}: {ancestor} is a file, not a folder")
+        if ancestor == p and not (ancestor.is_dir() or ancestor.is_symlink()):
+            raise ConfigError(name, f"{target} is a file, not a folder")
+        if not os.access(ancestor if ancestor.is_dir() else ancestor.parent, os.W_OK):
+            raise ConfigError(name, f"{target}: no permission to write in {ancestor}")
+
+
 def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
             progress: bool | None = None, now: dt.datetime | None = None, run_factory=None) -> RunResult:
     """Run a batch job; raise on failure (after writing the summary and quarantine).
@@ -383,6 +410,7 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
     for DataFreshness rules. Returns a :class:`RunResult` whose ``summary`` is also on disk.
     """
     job, values = load_job(config, params)
+    check_output_paths(job)
     if progress is None:
         progress = os.environ.get("MLPREP_PROGRESS", "1") != "0"
     run = (run_factory or _Run)(job, values, progress, now)  # mlprep.batch.spark supplies a Spark run
@@ -403,10 +431,12 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
             log.debug("no DuckDB progress bar: %s", e)
     try:
         run.extract()
-        nothing_new = run.bookmark_in is not None and run.sources[job.primary_source()]["read"] == 0
-        if nothing_new:
+        primary = run.sources[job.primary_source()]
+        if primary["read"] == 0:  # empty input, or nothing new since the bookmark
             raise _NothingNew
         run.check_thresholds(job.primary_source())  # read errors alone may already fail the job
+        if primary["read"] == primary["quarantined"]:  # nothing readable left to transform
+            raise _NothingNew
         next_stage("transform")
         final = run.transform()
         s["primary_source"] = final.origin
@@ -429,7 +459,8 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
         s["status"] = "succeeded"
     except _NothingNew:
         s["status"] = "noop"
-        s.update(_nothing_new(job, run.table))
+        s.update(_nothing_new(job, run.table, run.sources[job.primary_source()]))
+        log.warning("%s: %s", job.name, s["output"]["note"])
     except BaseException as e:  # record every failure, then re-raise
         error = e
         s["status"] = "failed"
@@ -475,13 +506,20 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
     return RunResult(run.run_id, s["status"], summary_path, s)
 
 
-def _nothing_new(job: JobConfig, table: Any) -> dict[str, Any]:
+def _nothing_new(job: JobConfig, table: Any, source: dict[str, Any]) -> dict[str, Any]:
     """A run with no new input: what is published stays, and so do its figures (the summary of
     the run that published it, under ``previous``)."""
     manifest = table.read_meta("manifest.json") or {}
-    since = manifest.get("published_at", "the last run")
+    if source.get("read"):
+        note = f"no readable records: all {source['read']} quarantined"
+    elif manifest.get("published_at") and not source.get("empty_files"):
+        note = f"nothing new since {manifest['published_at']}"
+    else:
+        where = source.get("path") or source.get("url") or job.primary_source()
+        empty = source.get("empty_files") or []
+        note = f"no records in {where}" + (f" ({len(empty)} empty file{'s' * (len(empty) > 1)})" if empty else "")
     out: dict[str, Any] = {"output": {"path": job.output.path, "version": None, "location": table_location(job.output.path),
-                                      "note": f"nothing new since {since}"}}
+                                      "note": note}}
     prev_id = manifest.get("run_id")
     if prev_id:
         try:

@@ -371,10 +371,10 @@ class SparkRun(batch_job._Run):
             text = F.col(_q(col)).cast("string")
             if action == "cast":
                 t = spark_type(duck_type(tname, f"specs.{col}"))
-                expr = F.expr(f"try_cast({_q(col)} AS {t})") if types[col] != t.lower() else F.col(_q(col))
+                cast = F.expr(f"try_cast({_q(col)} AS {t})") if types[col] != t.lower() else F.col(_q(col))
+                expr = self._in_years(cast, t)
                 replace[col] = expr
-                reasons.append((F.col(_q(col)).isNotNull() & expr.isNull(),
-                                F.concat(F.lit(f"{col}: cannot cast "), text, F.lit(f" to {tname}"))))
+                reasons.append((F.col(_q(col)).isNotNull() & expr.isNull(), self._cast_reason(col, text, cast, tname)))
             elif action == "project":
                 t = spark_type(duck_type(tname, f"specs.{col}"))
                 want = _spark_family(t.lower())
@@ -410,12 +410,29 @@ class SparkRun(batch_job._Run):
             if st == target.lower():
                 sel.append(col.alias(dst))
                 continue
-            expr = F.expr(f"try_cast({_q(path) if path in types else path} AS {target})")
+            cast = F.expr(f"try_cast({_q(path) if path in types else path} AS {target})")
+            expr = self._in_years(cast, target)
             sel.append(expr.alias(dst))
-            reasons.append((col.isNotNull() & expr.isNull(),
-                            F.concat(F.lit(f"{src}: cannot cast "), col.cast("string"), F.lit(f" to {dtype_name}"))))
+            reasons.append((col.isNotNull() & expr.isNull(), self._cast_reason(src, col.cast("string"), cast, dtype_name)))
         return self._view(rel, sel, _first_reason(reasons), "quarantined", stage,
                           record_cols=[c for c in _data_cols(rel.df) if not c.startswith("__json_")])
+
+    def _in_years(self, cast, spark_t: str):
+        """A timestamp or date outside the job's years is no value (as the embedded engine does)."""
+        from pyspark.sql import functions as F
+
+        if spark_t.lower() not in ("timestamp", "timestamp_ntz", "date"):
+            return cast
+        lo, hi = self.ctx.years
+        return F.when(F.year(cast).between(lo, hi), cast)
+
+    def _cast_reason(self, name: str, text, cast, type_name: str):
+        from pyspark.sql import functions as F
+
+        failed = F.concat(F.lit(f"{name}: cannot cast "), text, F.lit(f" to {type_name}"))
+        lo, hi = self.ctx.years
+        return F.when(cast.isNull(), failed).otherwise(
+            F.concat(F.lit(f"{name}: "), text, F.lit(f" is outside the years {lo}-{hi}")))
 
     def _require(self, rel: Rel, step, stage: str) -> Rel:
         from pyspark.sql import functions as F

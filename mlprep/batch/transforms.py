@@ -35,6 +35,7 @@ from mlprep.errors import MlprepError
 LINEAGE = ("_src", "_pos")
 MARKS = ("_reason", "_cat", "_stage", "_record")
 CATEGORIES = ("quarantined", "deduplicated", "filtered")
+TEMPORAL = ("TIMESTAMP", "DATE", "TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE")
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Context:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # origin -> category -> n
     notes: list[str] = field(default_factory=list)
     derived_reads: dict[str, int] = field(default_factory=dict)  # child relations: rows made
+    years: tuple[int, int] = (1900, 2200)  # timestamps and dates outside are quarantined
     tables: set[str] = field(default_factory=set)  # tables this context created
 
     def count(self, origin: str, category: str, n: int) -> None:
@@ -215,12 +217,26 @@ _JSON_FAMILY = (
 )
 
 
-def _cast(text: str, source_type: str, target: str) -> str:
+def _cast(text: str, source_type: str, target: str, years: tuple[int, int] | None = None) -> str:
     if source_type == target:
         return text
     if target == "TIMESTAMP" and source_type in ("BIGINT", "INTEGER", "DOUBLE", "UBIGINT"):
-        return f"try(to_timestamp({text})::TIMESTAMP)"  # epoch seconds
-    return f"try_cast({text} AS {target})"
+        cast = f"try(to_timestamp({text})::TIMESTAMP)"  # epoch seconds
+    else:
+        cast = f"try_cast({text} AS {target})"
+    if years and target in TEMPORAL:  # year 1 or 99999 is a typo, not a time: no value at all
+        return f"CASE WHEN year({cast}) BETWEEN {int(years[0])} AND {int(years[1])} THEN {cast} END"
+    return cast
+
+
+def _cast_reason(name: str, text: str, source_type: str, target: str, type_name: str,
+                 years: tuple[int, int]) -> str:
+    """SQL: why ``text`` did not cast (a value that is no such type, or a time outside the years)."""
+    failed = f"{lit(name + ': cannot cast ')} || {text}::VARCHAR || {lit(' to ' + type_name)}"
+    if target not in TEMPORAL:
+        return failed
+    outside = f"{lit(name + ': ')} || {text}::VARCHAR || {lit(f' is outside the years {years[0]}-{years[1]}')}"
+    return f"CASE WHEN {_cast(text, source_type, target)} IS NULL THEN {failed} ELSE {outside} END"
 
 
 def _family_of(duck: str) -> str:
@@ -251,10 +267,11 @@ def resolve_choice(ctx: Context, rel: Relation, step: ResolveChoice, stage: str)
         fam = _JSON_FAMILY.format(c=c) if st == "JSON" else lit(_family_of(st))
         if action == "cast":
             t = duck_type(tname, f"specs.{col}")
-            expr = _cast(text, st if st != "JSON" else "VARCHAR", t)
+            source_type = st if st != "JSON" else "VARCHAR"
+            expr = _cast(text, source_type, t, ctx.years)
             replace[col] = expr
             reasons.append((f"{c} IS NOT NULL AND {expr} IS NULL",
-                            f"'{col}: cannot cast ' || {text} || ' to {tname}'"))
+                            _cast_reason(col, text, source_type, t, tname, ctx.years)))
         elif action == "project":
             t = duck_type(tname, f"specs.{col}")
             want = _family_of(t)
@@ -287,11 +304,12 @@ def apply_mapping(ctx: Context, rel: Relation, step: ApplyMapping, stage: str) -
             sel.append(f"NULL::{target} AS {ident(dst)}")
             continue
         text = f"({expr_src} ->> '$')" if st == "JSON" else expr_src
-        expr = _cast(text, "VARCHAR" if st == "JSON" else st, target)
+        source_type = "VARCHAR" if st == "JSON" else st
+        expr = _cast(text, source_type, target, ctx.years)
         sel.append(f"{expr} AS {ident(dst)}")
         if expr != text:
             reasons.append((f"{expr_src} IS NOT NULL AND {expr} IS NULL",
-                            f"'{src}: cannot cast ' || {text}::VARCHAR || ' to {dtype_name}'"))
+                            _cast_reason(src, text, source_type, target, dtype_name, ctx.years)))
     return _view(ctx, rel, sel, _first_reason(reasons) if reasons else None, "quarantined", stage)
 
 

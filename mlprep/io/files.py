@@ -22,6 +22,8 @@ import pyarrow.compute as pc
 
 from mlprep.duck import Engine, ident, lit
 from mlprep.errors import MlprepError
+from mlprep.io import json_strict
+from mlprep.io.csv_records import read_csv_records
 from mlprep.io.fs import FileInfo, filesystem, is_remote
 from mlprep.io.lines import Oversized, read_lines
 
@@ -84,6 +86,20 @@ def _leafify(struct: dict) -> dict:
     return {k: _leafify(v) if isinstance(v, dict) and v else "JSON" for k, v in struct.items()}
 
 
+def _merged(a: dict, b: dict) -> dict:
+    """Two leafified structures as one: every key of both; an object in one and a leaf in the
+    other is a leaf (a choice, typed later)."""
+    out = dict(a)
+    for k, v in b.items():
+        if k not in out:
+            out[k] = v
+        elif isinstance(out[k], dict) and isinstance(v, dict):
+            out[k] = _merged(out[k], v)
+        elif out[k] != v:
+            out[k] = "JSON"
+    return out
+
+
 def _object_paths(struct: dict, prefix: str = "$") -> list[tuple[str, list[str]]]:
     out = [(prefix, list(struct))]
     for k, v in struct.items():
@@ -124,12 +140,14 @@ def _family(bits: int | None) -> list[str]:
     return sorted(types)
 
 
-def _lines_fast(engine: Engine, file_id: int, url: str, max_record_bytes: int) -> str | None:
+def _lines_fast(engine: Engine, file_id: int, url: str, size: int, max_record_bytes: int) -> str | None:
     """The lines of a file, split by DuckDB's parallel CSV reader into ``(_src, _pos, txt)``.
 
-    Exact only when the reader rejected nothing: then every line (blank ones too, as NULL) is a
-    row in file order, so the row number is the line number. Returns None otherwise (invalid
-    UTF-8, a line over the limit, a stray delimiter byte): the exact splitter takes that file.
+    Exact only when the reader rejected nothing and its rows account for every byte of the file
+    (the reader silently drops a line longer than its buffer, and may split one): then every
+    line (blank ones too, as NULL) is a row in file order, so the row number is the line number.
+    Returns None otherwise (invalid UTF-8, a long line, a stray delimiter byte): the exact
+    splitter takes that file.
     """
     _register_fs(engine, url)
     t = engine.fresh("lines")
@@ -145,7 +163,10 @@ def _lines_fast(engine: Engine, file_id: int, url: str, max_record_bytes: int) -
         log.debug("fast line reader failed on %s: %s", url, e)
         engine.run(f"DROP TABLE IF EXISTS {t}")
         return None
-    if engine.one("SELECT count(*) FROM reject_errors"):
+    rows, text_bytes = engine.rows(f"SELECT count(*), coalesce(sum(strlen(txt)), 0) FROM {t}")[0]
+    # each row is its text plus one newline (the last line may lack it)
+    whole = rows + text_bytes in (size, size + 1)
+    if engine.one("SELECT count(*) FROM reject_errors") or not whole:
         engine.run(f"DROP TABLE {t}")
         return None
     # insertion order is preserved (DuckDB's default), so a fresh table's rowid is the line index
@@ -171,7 +192,7 @@ def _lines_exact(engine: Engine, file_id: int, url: str, max_record_bytes: int,
         if progress:
             progress(pc.sum(pc.binary_length(batch.column(1))).as_py() or 0)
     rows = [(file_id, o.line_no, f"line {o.line_no}",
-             f"record too long: {o.length} bytes > max_record_bytes {max_record_bytes}",
+             f"record too large: {o.length} bytes > max_record_bytes {max_record_bytes}",
              o.prefix.decode("utf-8", "replace") + "...") for o in oversized]
     bad_utf8 = engine.rows(f"SELECT _src, _pos, raw FROM {t} WHERE txt IS NULL")
     # keep the bytes visible (replacement characters) in the quarantine record
@@ -217,40 +238,91 @@ def _parse_sql(struct: dict, lines: str) -> str:
     +0.3 s, against +1.1 s for to_json and +2.2 s for json_keys on every line)."""
     if not struct:  # no keys seen yet: objects parse to '{}'; any key at all is news
         return (f"SELECT _src, _pos, CASE WHEN json_valid(txt) AND json_type(txt) = 'OBJECT' THEN '{{}}'::JSON END"
-                f" AS j, coalesce(try(len(json_keys(txt)) > 0), FALSE) AS _x FROM {lines}")
+                f" AS j, coalesce(try(len(json_keys(txt)) > 0), FALSE) AS _x, FALSE AS _d FROM {lines}")
     leaf = _leafify(struct)
     # an object starts with '{' (after any white space): from_json would also take arrays
     j = f"CASE WHEN txt[1] = '{{' OR ltrim(txt)[1] = '{{' THEN try(from_json(txt, {lit(json.dumps(leaf))})) END"
-    x = (f"CASE WHEN j IS NULL OR {_canonical(leaf, 'j')} = txt THEN FALSE"
-         f" ELSE coalesce(try({_key_checks(struct)}), FALSE) END")
-    return f"SELECT _src, _pos, j, {x} AS _x FROM (SELECT _src, _pos, txt, {j} AS j FROM {lines})"
+    x = (f"CASE WHEN _c THEN FALSE ELSE coalesce(try({_key_checks(struct)}), FALSE) END")
+    # a line written back exactly has each key once; others are checked for a key given twice
+    d = (f"CASE WHEN _c THEN FALSE ELSE coalesce(try({_duplicate_checks(struct)}), FALSE) END")
+    canonical = f"j IS NULL OR {_canonical(leaf, 'j')} = txt"
+    return (f"SELECT _src, _pos, j, {x} AS _x, {d} AS _d FROM (SELECT _src, _pos, txt, j, {canonical} AS _c"
+            f" FROM (SELECT _src, _pos, txt, {j} AS j FROM {lines}))")
 
 
-def json_line_reason(text: str, detailed: bool = True) -> str:
-    """Why a JSON line is not a record: not an object, or malformed (with the parser's message
-    for the first ``DETAIL_LIMIT`` of a load: each costs a Python parse)."""
+def json_line_reason(text: str, detailed: bool = True, limits: json_strict.Limits | None = None) -> str:
+    """Why a JSON line is not a record: not an object, not strict JSON (NaN, a duplicate key,
+    too deep, too wide), or malformed (with the parser's message for the first
+    ``DETAIL_LIMIT`` of a load: each costs a Python parse)."""
+    limits = limits or json_strict.Limits()
+    if json_strict.nesting_depth(text) > limits.max_depth:  # before a recursive parser meets it
+        return json_strict.reason(text, limits) or "malformed JSON"
     try:
         value = json.loads(text)
     except ValueError as e:
         return f"malformed JSON: {e}" if detailed else "malformed JSON"
-    return "malformed JSON" if isinstance(value, dict) else f"not a JSON object ({type(value).__name__})"
+    if not isinstance(value, dict):
+        return f"not a JSON object ({type(value).__name__})"
+    return json_strict.reason(text, limits) or "malformed JSON"
 
 
-def load_jsonl(
-    engine: Engine,
-    table: str,
-    files: list[tuple[int, FileInfo]],
-    max_record_bytes: int,
-    progress: Callable[[int], None] | None = None,
-) -> LoadStats:
-    """Load JSON-lines files into ``table`` (``_src``, ``_pos`` + one column per field)."""
-    stats = LoadStats()
+def _screen(engine: Engine, lines: str, limits: json_strict.Limits) -> tuple[str, int]:
+    """Quarantine lines that are not strict JSON records (before any structure is built from
+    them); return a view of the others and how many went."""
+    cand = engine.rows(f"SELECT _src, _pos, txt FROM {lines} WHERE {json_strict.suspect_sql(limits)}")
+    rows = [(s, p, f"line {p}", why, t) for s, p, t in cand if (why := json_strict.reason(t, limits)) is not None]
+    if not rows:
+        return lines, 0
+    _quarantine_rows(engine, rows)
+    bad = _positions(engine, [(r[0], r[1]) for r in rows])
+    kept = engine.fresh("strictlines")
+    engine.run(f"CREATE VIEW {kept} AS SELECT * FROM {lines} l ANTI JOIN {bad} b USING (_src, _pos)")
+    return kept, len(rows)
+
+
+def _positions(engine: Engine, pairs: list[tuple[int, int]]) -> str:
+    """A table of (_src, _pos)."""
+    t = engine.fresh("positions")
+    engine.register("_pairs", pa.table({"_src": pa.array([p[0] for p in pairs], pa.int32()),
+                                        "_pos": pa.array([p[1] for p in pairs], pa.int64())}))
+    engine.run(f"CREATE TABLE {t} AS SELECT * FROM _pairs")
+    engine.con.unregister("_pairs")
+    return t
+
+
+def _duplicate_checks(struct: dict, text: str = "txt") -> str:
+    """SQL true for JSON ``text`` with a key twice in one of the structure's objects."""
+    conds = [f"len(json_keys({text})) <> len(list_distinct(json_keys({text})))"]
+    for path, _ in _object_paths(struct)[1:]:
+        k = f"json_keys({text}, {lit(path)})"
+        conds.append(f"(json_type({text}, {lit(path)}) = 'OBJECT' AND len({k}) <> len(list_distinct({k})))")
+    return " OR ".join(conds)
+
+
+def _drop_duplicate_keys(engine: Engine, parsed: str, lines: str, limits: json_strict.Limits) -> int:
+    """Quarantine records with a key given twice (which value would be meant?)."""
+    if not engine.one(f"SELECT count(*) FROM {parsed} WHERE _d AND j IS NOT NULL"):
+        return 0
+    cand = engine.rows(f"SELECT _src, _pos, txt FROM {lines} SEMI JOIN (SELECT _src, _pos FROM {parsed}"
+                       " WHERE _d AND j IS NOT NULL) USING (_src, _pos)")
+    rows = [(s, p, f"line {p}", why, t) for s, p, t in cand if (why := json_strict.reason(t, limits)) is not None]
+    _quarantine_rows(engine, rows)
+    dups = _positions(engine, [(r[0], r[1]) for r in rows])
+    engine.run(f"DELETE FROM {parsed} USING {dups} d WHERE {parsed}._src = d._src AND {parsed}._pos = d._pos")
+    engine.run(f"DROP TABLE {dups}")
+    return len(rows)
+
+
+def _split_lines(engine: Engine, files: list[tuple[int, FileInfo]], max_record_bytes: int, stats: LoadStats,
+                 progress: Callable[[int], None] | None) -> tuple[str | None, list[str]]:
+    """Every file's lines in one view ``(_src, _pos, txt)`` (blank lines left out), and the
+    tables behind it."""
     parts = []
     for file_id, info in files:
         if info.size == 0:
             stats.empty_files.append(info.url)
             continue
-        t = _lines_fast(engine, file_id, info.url, max_record_bytes)
+        t = _lines_fast(engine, file_id, info.url, info.size, max_record_bytes)
         if t is not None:
             parts.append((t, f"{t}_v"))
             if progress:
@@ -261,63 +333,130 @@ def load_jsonl(
             stats.read += rejected
             stats.quarantined += rejected
     if not parts:
-        engine.run(f"CREATE TABLE {table} (_src INTEGER, _pos BIGINT)")
-        return stats
+        return None, []
     lines = engine.fresh("alllines")
     engine.run(f"CREATE VIEW {lines} AS " + " UNION ALL ".join(
         # blank lines are not records; trim only lines that start with white space (cheap)
         f"SELECT _src, _pos, txt FROM {p} WHERE txt IS NOT NULL"
         f" AND (txt[1] NOT IN (' ', '\t', '\r') OR trim(txt, ' \t\r') <> '')" for _, p in parts))
+    return lines, [t for t, _ in parts]
 
-    # structure: a sample, widened by every record with a key or shape the sample did not have
-    good = f"SELECT txt FROM {lines} WHERE json_valid(txt) AND json_type(txt) = 'OBJECT'"
-    struct = _merge_structure(engine, f"{good} LIMIT {SAMPLE_ROWS}")
-    parsed = engine.fresh("parsed")
+
+def _odd(parsed: str, lines: str) -> str:
+    """SQL: lines that parse as objects, but not to the structure or with keys it lacks."""
+    return (f"SELECT _src, _pos, l.txt FROM {parsed} p JOIN {lines} l USING (_src, _pos) WHERE (p._x OR p.j IS NULL)"
+            " AND json_valid(l.txt) AND json_type(l.txt) = 'OBJECT'")
+
+
+def _settle_structure(engine: Engine, lines: str, sample: dict) -> tuple[dict, list[str]]:
+    """Parse every line with the ``sample``'s structure; the lines with keys or a shape it
+    lacks (rare) are set apart and parsed again with it widened until it covers them. Returns
+    the widened structure and the parsed tables: the common lines (parsed with the sample's
+    narrow structure: a rare wide record does not make every row pay for its keys) and, if
+    any, the set-apart ones."""
+    common = engine.fresh("parsed")
+    engine.run(f"CREATE TABLE {common} AS {_parse_sql(sample, lines)}")
+    if not engine.one(f"SELECT count(*) FROM ({_odd(common, lines)} LIMIT 1)"):
+        return sample, [common]
+    apart = engine.fresh("apartlines")
+    engine.run(f"CREATE TABLE {apart} AS {_odd(common, lines)}")
+    engine.run(f"DELETE FROM {common} USING {apart} a WHERE {common}._src = a._src AND {common}._pos = a._pos")
+    struct, wide, odd = sample, engine.fresh("parsed"), f"SELECT * FROM {apart}"
     for _ in range(6):
-        engine.run(f"DROP TABLE IF EXISTS {parsed}")
-        engine.run(f"CREATE TABLE {parsed} AS {_parse_sql(struct, lines)}")
-        if not engine.one(f"SELECT count(*) FROM {parsed} WHERE _x OR j IS NULL"):
-            break  # the common case: every line parsed to the structure (no join needed)
-        # lines that parse as objects but not to this structure, or have keys it lacks
-        odd = (f"SELECT l.txt FROM {parsed} p JOIN {lines} l USING (_src, _pos) WHERE (p._x OR p.j IS NULL)"
-               " AND json_valid(l.txt) AND json_type(l.txt) = 'OBJECT'")
+        struct = _merged(struct, _leafify(_merge_structure(engine, f"SELECT txt FROM ({odd}) LIMIT 100000")))
+        engine.run(f"CREATE OR REPLACE TABLE {wide} AS {_parse_sql(struct, apart)}")
+        odd = _odd(wide, apart)
         if not engine.one(f"SELECT count(*) FROM ({odd} LIMIT 1)"):
-            break
-        struct = _merge_structure(engine, f"({good} LIMIT {SAMPLE_ROWS}) UNION ALL ({odd} LIMIT 100000)")
-    else:
-        raise MlprepError("JSON structure did not settle after 6 passes")
+            return struct, [common, wide]
+    raise MlprepError("JSON structure did not settle after 6 passes")
 
-    # malformed JSON and non-objects: a precise message for the first DETAIL_LIMIT of them
-    stats.read += engine.one(f"SELECT count(*) FROM {parsed}")
-    bad = engine.rows(f"SELECT _src, _pos, l.txt, json_valid(l.txt) FROM {lines} l SEMI JOIN"
-                      f" (SELECT _src, _pos FROM {parsed} WHERE j IS NULL) USING (_src, _pos) ORDER BY _src, _pos"
-                      ) if engine.one(f"SELECT count(*) FROM {parsed} WHERE j IS NULL") else []
-    rows = [(s, p, f"line {p}", json_line_reason(t, i < DETAIL_LIMIT), t.rstrip("\r\n"))
-            for i, (s, p, t, _valid) in enumerate(bad)]
+
+def _quarantine_malformed(engine: Engine, parsed: str, lines: str, limits: json_strict.Limits) -> int:
+    """Lines that are no JSON object: a precise message for the first DETAIL_LIMIT of them."""
+    if not engine.one(f"SELECT count(*) FROM {parsed} WHERE j IS NULL"):
+        return 0
+    bad = engine.rows(f"SELECT _src, _pos, l.txt FROM {lines} l SEMI JOIN (SELECT _src, _pos FROM {parsed}"
+                      " WHERE j IS NULL) USING (_src, _pos) ORDER BY _src, _pos")
+    rows = [(s, p, f"line {p}", json_line_reason(t, i < DETAIL_LIMIT, limits), t.rstrip("\r\n"))
+            for i, (s, p, t) in enumerate(bad)]
     _quarantine_rows(engine, rows)
-    stats.quarantined += len(rows)
-    for t, _ in parts:
-        engine.run(f"DROP TABLE {t} CASCADE")
-    leaf_struct = _leafify(struct)
-    if not leaf_struct:  # objects without keys: records with no columns
-        engine.run(f"CREATE TABLE {table} AS SELECT _src, _pos FROM {parsed} WHERE j IS NOT NULL")
-        engine.run(f"DROP TABLE {parsed}")
-        return stats
+    return len(rows)
 
-    # exact value types of every leaf, over all records
-    leaves = _leaves(leaf_struct)
-    bits = engine.rows("SELECT " + ", ".join(_type_bits(_col(p)) for p in leaves) + f" FROM {parsed}")[0]
-    leaf_type: dict[tuple[str, ...], str] = {}
-    for p, b in zip(leaves, bits, strict=True):
-        fam = _family(b)
+
+def _leaf_types(engine: Engine, struct: dict, parsed: list[tuple[str, dict]],
+                stats: LoadStats) -> dict[tuple[str, ...], str]:
+    """The exact value type of every leaf over all records: each parsed table is scanned for
+    the leaves of the structure it was parsed with."""
+    bits: dict[tuple[str, ...], int] = {}
+    for table, shape in parsed:
+        leaves = _leaves(shape)
+        if not leaves:
+            continue
+        if table != parsed[0][0] and engine.one(f"SELECT count(*) FROM {table}") <= PYTHON_TYPING_ROWS:
+            _python_bits(engine, table, shape, bits)  # a few set-apart lines, maybe very wide
+            continue
+        got = engine.rows("SELECT " + ", ".join(_type_bits(_col(p)) for p in leaves) + f" FROM {table}")[0]
+        for p, b in zip(leaves, got, strict=True):
+            bits[p] = bits.get(p, 0) | (b or 0)
+    types: dict[tuple[str, ...], str] = {}
+    for p in _leaves(struct):
+        fam = _family(bits.get(p))
         if len(fam) > 1:
             stats.choice_columns[".".join(p)] = sorted(_glue_type(t) for t in fam)
-            leaf_type[p] = "JSON"
+            types[p] = "JSON"
         else:
-            leaf_type[p] = fam[0] if fam else "VARCHAR"
+            types[p] = fam[0] if fam else "VARCHAR"
+    return types
 
-    def conv(p: tuple[str, ...]) -> str:
-        t, c = leaf_type[p], _col(p)
+
+PYTHON_TYPING_ROWS = 50_000  # set-apart lines typed in Python: no per-column SQL (~5 ms a column)
+
+
+def _json_bits(value: object) -> int:
+    """``_type_bits`` of one parsed JSON value (numbers as the text decides: integers of more
+    than 18 characters count as doubles)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return 8
+    if isinstance(value, int):
+        return 16 if len(str(value)) <= 18 else 32
+    return {str: 1, dict: 2, list: 4, float: 32}[type(value)]
+
+
+def _python_bits(engine: Engine, table: str, shape: dict, bits: dict[tuple[str, ...], int]) -> None:
+    """OR into ``bits`` the JSON types of ``shape``'s leaves over the lines of ``table``."""
+    for (text,) in engine.rows(f"SELECT to_json(j) FROM {table} WHERE j IS NOT NULL"):
+        todo: list[tuple[dict, dict, tuple[str, ...]]] = [(json.loads(text), shape, ())]
+        while todo:
+            obj, node, path = todo.pop()
+            for k, v in obj.items():
+                sub = node.get(k)
+                if isinstance(sub, dict) and isinstance(v, dict):
+                    todo.append((v, sub, (*path, k)))
+                elif sub is not None and not isinstance(sub, dict):
+                    bits[(*path, k)] = bits.get((*path, k), 0) | _json_bits(v)
+
+
+def _sql_type(node: dict | str, path: tuple[str, ...], types: dict[tuple[str, ...], str]) -> str:
+    """The SQL type a typed column (or struct field) gets."""
+    if isinstance(node, dict):
+        return "STRUCT(" + ", ".join(f"{ident(k)} {_sql_type(v, (*path, k), types)}" for k, v in node.items()) + ")"
+    t = types[path]
+    return {"VARCHAR": "VARCHAR", "ARRAY": "JSON[]", "OBJECT": "JSON"}.get(t, t)
+
+
+def _typed_columns(struct: dict, types: dict[tuple[str, ...], str], shape: dict) -> list[str]:
+    """SQL select items: each top-level field of ``j`` (parsed with ``shape``) as its type in
+    ``struct`` (objects as structs); a field ``shape`` lacks is a typed NULL."""
+    def conv(p: tuple[str, ...], node: dict | str, here: dict | str | None) -> str:
+        if here is None or isinstance(here, dict) != isinstance(node, dict):
+            return f"NULL::{_sql_type(node, p, types)}"
+        if isinstance(node, dict):
+            items = [f"{ident(k)} := {conv((*p, k), v, here.get(k))}" for k, v in node.items()]
+            # a missing or null object stays NULL rather than a struct of NULLs
+            return f"CASE WHEN {_col(p)} IS NULL THEN NULL ELSE struct_pack({', '.join(items)}) END"
+        t, c = types[p], _col(p)
         if t == "VARCHAR":
             return f"({c} ->> '$')"
         if t == "ARRAY":  # a list of JSON values: relationalize makes it a child table
@@ -326,22 +465,47 @@ def load_jsonl(
             return c
         return f"CAST({c} AS {t})"
 
-    def build(struct: dict, path: tuple[str, ...]) -> str:
-        parts = []
-        for k, v in struct.items():
-            sub = (*path, k)
-            expr = build(v, sub) if isinstance(v, dict) else conv(sub)
-            parts.append(f"{ident(k)} := {expr}")
-        # a missing or null object stays NULL rather than a struct of NULLs
-        return f"CASE WHEN {_col(path)} IS NULL THEN NULL ELSE struct_pack({', '.join(parts)}) END"
+    return [f"{conv((k,), v, shape.get(k))} AS {ident(k)}" for k, v in struct.items()]
 
-    cols = []
-    for k, v in leaf_struct.items():
-        expr = build(v, (k,)) if isinstance(v, dict) else conv((k,))
-        cols.append(f"{expr} AS {ident(k)}")
+
+def load_jsonl(
+    engine: Engine,
+    table: str,
+    files: list[tuple[int, FileInfo]],
+    max_record_bytes: int,
+    progress: Callable[[int], None] | None = None,
+    limits: json_strict.Limits | None = None,
+) -> LoadStats:
+    """Load JSON-lines files into ``table`` (``_src``, ``_pos`` + one column per field)."""
+    limits = limits or json_strict.Limits()
+    stats = LoadStats()
+    lines, parts = _split_lines(engine, files, max_record_bytes, stats, progress)
+    if lines is None:
+        engine.run(f"CREATE TABLE {table} (_src INTEGER, _pos BIGINT)")
+        return stats
+    lines, strict = _screen(engine, lines, limits)
+    sample = _leafify(_merge_structure(engine, f"SELECT txt FROM {lines} WHERE json_valid(txt)"
+                                               f" AND json_type(txt) = 'OBJECT' LIMIT {SAMPLE_ROWS}"))
+    struct, tables = _settle_structure(engine, lines, sample)
+    parsed = list(zip(tables, [sample, struct][: len(tables)], strict=True))
+    stats.read += strict
+    stats.quarantined += strict
+    for t, _ in parsed:
+        stats.read += engine.one(f"SELECT count(*) FROM {t}")
+        stats.quarantined += _quarantine_malformed(engine, t, lines, limits)
+        stats.quarantined += _drop_duplicate_keys(engine, t, lines, limits)
+    for t in parts:
+        engine.run(f"DROP TABLE {t} CASCADE")
+    stats.bases += tables
+    if not struct:  # objects without keys: records with no columns
+        engine.run(f"CREATE VIEW {table} AS " + " UNION ALL ".join(
+            f"SELECT _src, _pos FROM {t} WHERE j IS NOT NULL" for t in tables))
+        return stats
+    types = _leaf_types(engine, struct, parsed, stats)
     # a view: the conversion runs inside the job's first pipeline instead of as a copy here
-    engine.run(f"CREATE VIEW {table} AS SELECT _src, _pos, {', '.join(cols)} FROM {parsed} WHERE j IS NOT NULL")
-    stats.bases.append(parsed)
+    engine.run(f"CREATE VIEW {table} AS " + " UNION ALL ".join(
+        f"SELECT _src, _pos, {', '.join(_typed_columns(struct, types, shape))} FROM {t} WHERE j IS NOT NULL"
+        for t, shape in parsed))
     return stats
 
 
@@ -372,6 +536,7 @@ def load_csv(
     files: list[tuple[int, FileInfo]],
     delimiter: str = ",",
     header: bool = True,
+    max_record_bytes: int = 1 << 20,
 ) -> LoadStats:
     """Load CSV files as text columns; malformed rows (wrong field count, bad quoting,
     invalid UTF-8) go to quarantine with their line. Types are decided by the job's mapping."""
@@ -384,12 +549,21 @@ def load_csv(
         _register_fs(engine, info.url)
         t = engine.fresh("csv")
         engine.run("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans")
-        engine.run(
-            f"CREATE TABLE {t} AS SELECT {file_id} AS _src,"
-            f" row_number() OVER () AS _pos, * FROM read_csv({lit(info.url)}, all_varchar = true,"
-            f" header = {lit(header)}, delim = {lit(delimiter)}, store_rejects = true,"
-            " auto_detect = true, strict_mode = true, null_padding = false)"
-        )
+        try:  # RFC 4180 quoting, never sniffed away (a sniffed "no quoting" splits quoted commas)
+            engine.run(
+                f"CREATE TABLE {t} AS SELECT {file_id} AS _src,"
+                f" row_number() OVER () AS _pos, * FROM read_csv({lit(info.url)}, all_varchar = true,"
+                f" header = {lit(header)}, delim = {lit(delimiter)}, quote = '\"', escape = '\"',"
+                " store_rejects = true, auto_detect = true, strict_mode = true, null_padding = false)"
+            )
+        except Exception as e:  # e.g. an unterminated quote fails the sniffer: read it record by record
+            log.debug("DuckDB's CSV reader failed on %s: %s", info.url, e)
+            engine.run(f"DROP TABLE IF EXISTS {t}")
+            n, bad = _csv_exact(engine, t, file_id, info.url, delimiter, header, max_record_bytes)
+            stats.read += n + bad
+            stats.quarantined += bad
+            parts.append(t)
+            continue
         rejects = engine.rows(
             "SELECT line, error_type, error_message, csv_line FROM reject_errors ORDER BY line"
         )
@@ -407,6 +581,22 @@ def load_csv(
         parts.append(t)
     _union(engine, table, parts)
     return stats
+
+
+def _csv_exact(engine: Engine, table: str, file_id: int, url: str, delimiter: str, header: bool,
+               max_record_bytes: int) -> tuple[int, int]:
+    """A CSV file read by Python's csv module, bad records quarantined at their first line.
+    Returns (records loaded, records quarantined)."""
+    recs = read_csv_records(url, delimiter, header, max_record_bytes)
+    _quarantine_rows(engine, [(file_id, line, f"line {line}", reason, text) for line, reason, text in recs.bad])
+    cols = {"_src": pa.array([file_id] * len(recs.good), pa.int32()),
+            "_pos": pa.array(range(1, len(recs.good) + 1), pa.int64())}
+    for i, name in enumerate(recs.names):
+        cols[name] = pa.array([fields[i] for _, fields in recs.good], pa.string())
+    engine.register("_csv_rows", pa.table(cols))
+    engine.run(f"CREATE TABLE {table} AS SELECT * FROM _csv_rows")
+    engine.con.unregister("_csv_rows")
+    return len(recs.good), len(recs.bad)
 
 
 def load_parquet(engine: Engine, table: str, files: list[tuple[int, FileInfo]]) -> LoadStats:

@@ -89,7 +89,10 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
     if a.host not in ("127.0.0.1", "localhost", "::1") and not a.allow_remote:
         raise ConfigError("--host", f"{a.host} exposes the model beyond this machine: add --allow-remote")
-    serve.serve(_home(a), a.ref, a.host, a.port, Path(a.ready_file) if a.ready_file else None, a.max_bytes)
+    if a.max_connections < 1:
+        raise ConfigError("--max-connections", f"must be at least 1, got {a.max_connections}")
+    serve.serve(_home(a), a.ref, a.host, a.port, Path(a.ready_file) if a.ready_file else None, a.max_bytes,
+                allow_remote=a.allow_remote, max_connections=a.max_connections)
     return 0
 
 
@@ -176,7 +179,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("ref", help="model package (ARN, GROUP/VERSION, or GROUP for its latest approved) or model name")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    sv.add_argument("--allow-remote", action="store_true", help="allow a --host other than loopback")
+    sv.add_argument("--allow-remote", action="store_true",
+                    help="allow a --host other than loopback, and requests for any Host name")
+    sv.add_argument("--max-connections", type=int, default=64,
+                    help="connections served at once; more are answered 503 (default %(default)s)")
     sv.add_argument("--max-bytes", type=int, default=6 * 1024 * 1024, help="request size limit")
     sv.add_argument("--ready-file", help=argparse.SUPPRESS)
     home(sv)

@@ -2,10 +2,15 @@
 /invocations``, answered by the model's own ``model_fn`` / ``input_fn`` / ``predict_fn`` /
 ``output_fn`` (from the ``SAGEMAKER_SUBMIT_DIRECTORY`` archive, ``SAGEMAKER_PROGRAM``).
 
-Binds to 127.0.0.1 unless told otherwise; one thread per request; bodies over ``max_bytes``
-(SageMaker's real-time limit is 6 MB) get 413; a payload the handlers reject (``ValueError``)
-gets 400 with the message; an unsupported content type 415; anything else 500 without a
-traceback (it goes to the log).
+Binds to 127.0.0.1 and answers only requests whose Host is a loopback name (a page in a local
+browser cannot reach it through DNS rebinding) unless told otherwise; one thread per connection,
+at most ``max_connections`` (then 503); headers within ``header_timeout``, the body within
+``body_timeout`` (a slow client cannot hold a thread); bodies over ``max_bytes`` (SageMaker's
+real-time limit is 6 MB) get 413, a missing or negative Content-Length 411 / 400; a payload the
+handlers reject (``ValueError``) gets 400 with the message; an unsupported content type 415;
+anything else 500 without a traceback (it goes to the log). One model thread per request: the
+server sets ``OMP_NUM_THREADS=1`` (unless set), since a row's prediction gains nothing from
+OpenMP and requests on many threads each starting OpenMP teams oversubscribe the cores.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -71,10 +77,99 @@ def _load_module(path: Path) -> ModuleType:
     return mod
 
 
-def make_server(model: Model, host: str = "127.0.0.1", port: int = 0,
-                max_bytes: int = MAX_BYTES) -> ThreadingHTTPServer:
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]", "::1")
+
+
+def _host_allowed(host: str | None) -> bool:
+    """A loopback name in the Host header (any port): a web page that reached us through DNS
+    rebinding carries its own domain there."""
+    if not host:
+        return False
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[: name.find("]") + 1]
+    elif name.count(":") == 1:
+        name = name.split(":")[0]
+    return name in LOOPBACK_NAMES
+
+
+class _Deadline:
+    """The socket's file, with one deadline for everything read through it: a client that
+    sends a byte now and then (slowloris) still runs out of time."""
+
+    def __init__(self, raw, sock: socket.socket) -> None:
+        self.raw, self.sock, self.until = raw, sock, 0.0
+
+    def start(self, seconds: float) -> None:
+        self.until = time.monotonic() + seconds
+
+    def _arm(self) -> None:
+        left = self.until - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("read deadline passed")
+        self.sock.settimeout(left)
+
+    def readline(self, limit: int = -1) -> bytes:
+        self._arm()
+        return self.raw.readline(limit)
+
+    def read(self, n: int = -1) -> bytes:
+        self._arm()
+        return self.raw.read(n)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+
+class _Server(ThreadingHTTPServer):
+    """One thread per connection, at most ``max_connections`` of them: past that a client is
+    told 503 at once instead of queueing behind a slow one."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], handler: type, max_connections: int) -> None:
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: socket.socket, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            body = b'{"error": "too many connections: try again"}'
+            with contextlib.suppress(OSError):
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+def make_server(model: Model, host: str = "127.0.0.1", port: int = 0, max_bytes: int = MAX_BYTES, *,
+                allow_remote: bool = False, max_connections: int = 64, header_timeout: float = 10.0,
+                body_timeout: float = 30.0) -> ThreadingHTTPServer:
+    """The HTTP server for ``model``: headers must arrive within ``header_timeout`` seconds (also
+    the keep-alive idle time), a body within ``body_timeout``; Host must be a loopback name
+    unless ``allow_remote``."""
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.rfile = _Deadline(self.rfile, self.connection)
+
+        def handle_one_request(self) -> None:
+            self.rfile.start(header_timeout)
+            try:
+                super().handle_one_request()
+            except (TimeoutError, OSError):  # too slow, or gone: drop the connection quietly
+                self.close_connection = True
 
         def log_message(self, fmt: str, *args: Any) -> None:
             log.info("%s %s", self.address_string(), fmt % args)
@@ -83,39 +178,76 @@ def make_server(model: Model, host: str = "127.0.0.1", port: int = 0,
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self._headers_buffer.append(b"\r\n")  # headers and body in one write (no Nagle wait)
+            self._headers_buffer.append(body)
+            self.flush_headers()
 
         def _error(self, code: int, message: str) -> None:
             self._send(code, json.dumps({"error": message}).encode())
 
+        def _refused_host(self) -> bool:
+            if allow_remote or _host_allowed(self.headers.get("Host")):
+                return False
+            self.close_connection = True
+            self._error(403, f"Host {self.headers.get('Host')!r} is not this machine (use --allow-remote to serve"
+                             " other names)")
+            return True
+
         def do_GET(self) -> None:
+            if self._refused_host():
+                return
             if self.path == "/ping":
                 self._send(200, b"{}")
             else:
                 self._error(404, f"no route {self.path} (GET /ping, POST /invocations)")
 
         def do_POST(self) -> None:
+            if self._refused_host():
+                return
             if self.path != "/invocations":
+                self.close_connection = True  # the body is not read
                 self._error(404, f"no route {self.path} (GET /ping, POST /invocations)")
                 return
-            try:
-                n = int(self.headers.get("Content-Length", ""))
-            except ValueError:
-                self._error(411, "Content-Length is required")
-                return
-            if n > max_bytes:
-                # drain a moderately oversized body so the client reads the answer, not a reset
-                left = n if n <= 16 * max_bytes else 0
-                while left > 0:
-                    chunk = self.rfile.read(min(left, 1 << 20))
-                    if not chunk:
-                        break
-                    left -= len(chunk)
+            body = self._body()
+            if body is not None:
+                self._invoke(body)
+
+        def _body(self) -> bytes | None:
+            """The request body, or None after answering why not (4xx)."""
+            length = self.headers.get("Content-Length")
+            if self.headers.get("Transfer-Encoding") or length is None:
                 self.close_connection = True
+                self._error(411, "Content-Length is required (chunked bodies are not accepted)")
+                return None
+            if not length.strip().isdigit():
+                self.close_connection = True
+                self._error(400, f"Content-Length must be a non-negative integer, got {length!r}")
+                return None
+            n = int(length)
+            if n > max_bytes:
+                self.close_connection = True
+                self._drain(n)
                 self._error(413, f"payload of {n} bytes exceeds the limit of {max_bytes} bytes")
-                return
+                return None
+            self.rfile.start(body_timeout)
             body = self.rfile.read(n)
+            if len(body) < n:
+                raise TimeoutError("body shorter than Content-Length")
+            return body
+
+        def _drain(self, n: int) -> None:
+            # a moderately oversized body is read so the client sees the answer, not a reset
+            left = n if n <= 16 * max_bytes else 0
+            self.rfile.start(body_timeout)
+            while left > 0:
+                chunk = self.rfile.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                left -= len(chunk)
+
+        def _invoke(self, body: bytes) -> None:
             ctype = self.headers.get("Content-Type", "")
             accept = self.headers.get("Accept", "application/json")
             if accept in ("*/*", ""):
@@ -127,8 +259,10 @@ def make_server(model: Model, host: str = "127.0.0.1", port: int = 0,
             try:
                 out, out_type = model.invoke(body, ctype, accept)
             except ValueError as e:  # the handlers' way to reject a payload
-                code = 415 if "content type" in str(e) else 400
-                self._error(code, str(e))
+                self._error(415 if "content type" in str(e) else 400, str(e))
+                return
+            except RecursionError:  # a payload nested deeper than any parser should follow
+                self._error(400, "payload nested too deeply")
                 return
             except Exception as e:
                 log.exception("invocation failed")
@@ -136,19 +270,19 @@ def make_server(model: Model, host: str = "127.0.0.1", port: int = 0,
                 return
             self._send(200, out, out_type)
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
+    return _Server((host, port), Handler, max_connections)
 
 
 def serve(home: Path, ref: str, host: str = "127.0.0.1", port: int = 8080, ready_file: Path | None = None,
-          max_bytes: int = MAX_BYTES) -> None:
+          max_bytes: int = MAX_BYTES, *, allow_remote: bool = False, max_connections: int = 64) -> None:
     """Load ``ref`` and serve until SIGTERM / Ctrl-C."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # before the model's libraries start OpenMP
     registry = Registry(home)
     work = Path(tempfile.mkdtemp(prefix="mlprep-endpoint-"))
     try:
         model = Model(registry, ref, work)
-        server = make_server(model, host, port, max_bytes)
+        server = make_server(model, host, port, max_bytes, allow_remote=allow_remote,
+                             max_connections=max_connections)
         url = f"http://{host}:{server.server_address[1]}"
         log.info("serving %s at %s", model.record.get("Name"), url)
         if ready_file:

@@ -3,7 +3,7 @@
     summary = run_stream("conf/features/transactions.yaml", "data/events.jsonl", "out/stream",
                          checkpoint="out/chk")
 
-Writes ``<out>/offline/<group>/year=.../*.parquet`` (+ ``feature_group.json``),
+Writes ``<out>/offline/<group>/year=.../*.parquet`` (+ ``_feature_group.json``),
 ``<out>/online.sqlite``, ``<out>/dead_letters/*.parquet`` (bad events, with reason and line),
 ``<out>/late/*.parquet`` (events too late for every window) and ``<out>/summary.json``.
 With ``checkpoint``, a killed run restarted with the same arguments resumes from the last

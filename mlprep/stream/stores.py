@@ -3,7 +3,7 @@
 Offline: Parquet in the SageMaker Feature Store offline layout, one feature group per window
 definition (``<spec>_<window>``), partitioned by event time ``year=/month=/day=/hour=``, with
 ``event_time`` (the window end: when the value becomes known), ``write_time``,
-``api_invocation_time`` and ``is_deleted``; ``feature_group.json`` (a CreateFeatureGroup-shaped
+``api_invocation_time`` and ``is_deleted``; ``_feature_group.json`` (a CreateFeatureGroup-shaped
 definition) beside the data. Corrections of a window (late events) are appended as new rows; the
 latest ``write_time`` per (keys, event_time) wins.
 
@@ -25,6 +25,8 @@ from mlprep.stream.engine import END, START
 from mlprep.stream.spec import FeatureSpec, Window
 
 _FS_TYPES = {pl.String: "String", pl.Int64: "Integral", pl.Float64: "Fractional", pl.UInt32: "Integral"}
+
+DEFINITION = "_feature_group.json"  # "_": Parquet readers of the folder skip it
 
 
 def group_name(spec: FeatureSpec, window: Window) -> str:
@@ -87,7 +89,7 @@ class OfflineStore:
                 g.drop("year", "month", "day", "hour").write_parquet(tmp)
                 tmp.replace(pdir / name)
                 written.append(pdir / name)
-            definition = gdir / "feature_group.json"
+            definition = gdir / DEFINITION
             if not definition.exists():
                 schema = dict(df.drop("year", "month", "day", "hour").schema)
                 definition.write_text(json.dumps(feature_group_definition(self.spec, w, schema), indent=2) + "\n")

@@ -9,11 +9,14 @@ Returns the fraud probability per row.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+import math
 from pathlib import Path
 
 import joblib
+import numpy as np
 import pandas as pd
 
 
@@ -33,8 +36,63 @@ def _is_number(text: str) -> bool:
         return text.strip() == ""  # an empty cell is a missing value
 
 
+def _cell(text: str, row: int, col: int) -> float:
+    """A CSV cell as a feature value: a finite number, or empty for a missing value."""
+    if not text.strip():
+        return math.nan
+    try:
+        value = float(text)
+    except ValueError:
+        raise PayloadError(f"row {row}, column {col}: not a number: {text[:40]!r}") from None
+    if not math.isfinite(value):
+        raise PayloadError(f"row {row}, column {col}: not a finite number: {text[:40]!r}")
+    return value
+
+
+def _csv(text: str) -> pd.DataFrame:
+    rows = [r for r in csv.reader(io.StringIO(text)) if r]
+    header = rows[0] if not all(_is_number(c) for c in rows[0]) else None
+    body = rows[1:] if header else rows
+    width = len(header or rows[0])
+    for i, r in enumerate(body, 2 if header else 1):
+        if len(r) != width:  # a short row is not padded with missing values: it is an error
+            raise PayloadError(f"row {i} has {len(r)} values, the first has {width}")
+    values = [[_cell(c, i, j) for j, c in enumerate(r, 1)] for i, r in enumerate(body, 2 if header else 1)]
+    return pd.DataFrame(np.array(values, dtype=np.float64).reshape(len(values), width), columns=header)
+
+
+def _json(text: str) -> pd.DataFrame:
+    def constant(name: str) -> None:
+        raise PayloadError(f"{name} is not a JSON number")
+
+    def number(t: str) -> float:
+        v = float(t)
+        if not math.isfinite(v):
+            raise PayloadError(f"number out of range: {t[:40]}")
+        return v
+
+    try:
+        data = json.loads(text, parse_constant=constant, parse_float=number)
+    except RecursionError:
+        raise PayloadError("JSON nested too deeply") from None
+    except PayloadError:
+        raise
+    except ValueError as e:
+        raise PayloadError(f"invalid JSON: {e}") from None
+    rows = data.get("instances") if isinstance(data, dict) else data
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise PayloadError('expected {"instances": [{feature: value, ...}, ...]} or a list of objects')
+    for i, r in enumerate(rows, 1):
+        for k, v in r.items():
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+                raise PayloadError(f"instance {i}, {k}: not a number: {str(v)[:40]!r}")
+    return pd.DataFrame(rows)
+
+
 def input_fn(body: bytes | str, content_type: str) -> pd.DataFrame:
-    """Parse a request into a frame: named columns, or positional ones for a CSV without header."""
+    """Parse a request into a frame: named columns, or positional ones for a CSV without header.
+    Every value is a finite number or missing (an empty CSV cell, a JSON null); rows have one
+    width. Anything else is a ``PayloadError`` (HTTP 400), never a silently padded row."""
     try:
         text = body.decode("utf-8") if isinstance(body, bytes) else body
     except UnicodeDecodeError:
@@ -43,21 +101,12 @@ def input_fn(body: bytes | str, content_type: str) -> pd.DataFrame:
         raise PayloadError("empty payload")
     ctype = (content_type or "").split(";")[0].strip().lower()
     if ctype == "text/csv":
-        first = text.lstrip().split("\n", 1)[0].split(",")
-        header = not all(_is_number(c) for c in first)
         try:
-            return pd.read_csv(io.StringIO(text), header=0 if header else None)
-        except (ValueError, pd.errors.ParserError) as e:
+            return _csv(text)
+        except csv.Error as e:
             raise PayloadError(f"invalid CSV: {e}") from None
     if ctype == "application/json":
-        try:
-            data = json.loads(text)
-        except ValueError as e:
-            raise PayloadError(f"invalid JSON: {e}") from None
-        rows = data.get("instances") if isinstance(data, dict) else data
-        if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
-            raise PayloadError('expected {"instances": [{feature: value, ...}, ...]} or a list of objects')
-        return pd.DataFrame(rows)
+        return _json(text)
     raise PayloadError(f"unsupported content type {content_type!r} (text/csv, application/json)")
 
 

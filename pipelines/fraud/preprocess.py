@@ -79,7 +79,7 @@ def build(base: Path, train_end: str, validation_end: str, ttl_hours: float, fea
                              f"(available: {', '.join(g.name for g in available)})")
         groups = [g for g in available if g.name in wanted]
     for g in groups:
-        feats = read_any(g, (".parquet",))  # beside the data: feature_group.json
+        feats = read_any(g, (".parquet",))  # beside the data: _feature_group.json
         out = point_in_time_join(out, feats, ["user_id"], ttl=pd.Timedelta(hours=ttl_hours))
         # how old the window is at the label's time: a count from 2 minutes ago means more
         label_t = pd.to_datetime(out["ts"], utc=True).dt.tz_localize(None)

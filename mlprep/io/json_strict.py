@@ -1,0 +1,93 @@
+"""Strict JSON records: what DuckDB's lenient parser accepts but a record must not be.
+
+DuckDB reads ``NaN``, ``Infinity``, ``1e400`` (infinite) and objects with a key given twice;
+and a record nested hundreds of levels deep, or with thousands of keys, would make every later
+step pay for it (a column per key for every row). Such lines are *suspects* found cheaply in SQL
+(``SUSPECT_SQL``), then judged exactly here, without recursion, so each gets a precise reason:
+
+    invalid JSON: NaN is not JSON            invalid JSON: duplicate key 'amount'
+    invalid JSON: number out of range: 1e400 nested 601 levels deep (max_depth 32)
+    too many fields: 10000 (max_fields 1000)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+# NaN / Infinity as a value (not inside a string), exponents of 3+ digits, 300+ digit runs
+SUSPECT_NUMBER = r"[:\[,]\s*-?(NaN|nan|Inf|inf|Infinity|infinity)\s*[,\]}]|[0-9.][eE][+]?[0-9]{3}|[0-9]{300}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_depth: int = 32  # arrays and objects nested deeper: quarantined (each level costs every step)
+    max_fields: int = 1000  # keys in one record, at any depth: more are quarantined
+
+
+def suspect_sql(limits: Limits, text: str = "txt") -> str:
+    """SQL true for a line that may break the rules; false means it cannot (upper bounds:
+    every nesting level needs an opening and a closing bracket, every key ``"":0,``). The
+    length gates keep the counting off ordinary lines; the one regular expression costs
+    ~0.7 µs a line."""
+    d, f = int(limits.max_depth), int(limits.max_fields)
+    opens = f"strlen({text}) - strlen(replace(replace({text}, '{{', ''), '[', ''))"
+    colons = f"strlen({text}) - strlen(replace({text}, ':', ''))"
+    return (f"((strlen({text}) > {2 * d} AND {opens} > {d}) OR (strlen({text}) > {4 * f} AND {colons} > {f})"
+            f" OR regexp_matches({text}, '{SUSPECT_NUMBER}'))")
+
+
+def nesting_depth(text: str) -> int:
+    """How deep arrays and objects nest in JSON ``text`` (no recursion, strings skipped)."""
+    depth = deepest = 0
+    for ch in _BRACKETS.findall(_STRING.sub("", text)):
+        depth += 1 if ch in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _hooks(fields: list[int]) -> dict[str, Any]:
+    def number(text: str) -> float:
+        value = float(text)
+        if math.isinf(value):
+            raise ValueError(f"number out of range: {text[:40]}")
+        return value
+
+    def constant(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        fields[0] += len(items)
+        seen: set[str] = set()
+        for k, _ in items:
+            if k in seen:
+                raise ValueError(f"duplicate key {k!r}")
+            seen.add(k)
+        return dict(items)
+
+    return {"parse_float": number, "parse_int": lambda t: int(number(t)) if len(t) > 300 else int(t),
+            "parse_constant": constant, "object_pairs_hook": pairs}
+
+
+def reason(text: str, limits: Limits) -> str | None:
+    """Why ``text`` is not a strict JSON record within ``limits``, or None (also for text that is
+    plainly malformed: that is reported with the parser's message elsewhere)."""
+    depth = nesting_depth(text)
+    if depth > limits.max_depth:
+        return f"nested {depth} levels deep (max_depth {limits.max_depth})"
+    fields = [0]
+    try:
+        json.loads(text, **_hooks(fields))
+    except ValueError as e:
+        msg = str(e)
+        if msg.startswith(("number out of range", "duplicate key")) or msg.endswith("is not JSON"):
+            return f"invalid JSON: {msg}"
+        return None
+    if fields[0] > limits.max_fields:
+        return f"too many fields: {fields[0]} (max_fields {limits.max_fields})"
+    return None

@@ -1,0 +1,188 @@
+"""Hostile batch input (the corpus in tests/data/): every bad record is quarantined with its exact
+position and reason, every good one is written, the accounting balances, and what is not a
+record problem is one line naming the field — never a traceback, never a silent loss."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from mlprep.batch.job import read_output, run_job
+from mlprep.errors import ConfigError
+from tests.conftest import ROOT
+from tests.data import make_hostile
+
+CORPUS = Path(__file__).parent / "data" / "hostile"
+JSON_MAPPING = [["id", "long", "id", "long"], ["amount", "double", "amount", "double"], ["ts", "string", "ts", "timestamp"]]
+
+
+def _job(tmp_path: Path, path: Path | str, fmt: str = "jsonl", steps: list | None = None, **source) -> dict:
+    return {"name": "t", "sources": {"r": {"format": fmt, "path": str(path), **source}},
+            "steps": steps if steps is not None else [{"apply_mapping": {"input": "r", "mappings": JSON_MAPPING}}],
+            "output": {"input": "r", "path": str(tmp_path / "out" / "t"), "quarantine": str(tmp_path / "q")}}
+
+
+def _run(cfg: dict):
+    r = run_job(cfg, progress=False)
+    rows = r.rows
+    assert rows["read"] == rows["written"] + rows["quarantined"] + rows["deduplicated"] + rows["filtered"]
+    q = pd.read_parquet(r.summary["quarantine"]["file"]) if r.summary["quarantine"]["records"] else pd.DataFrame(
+        columns=["position", "reason"])
+    out = read_output(cfg["output"]["path"]) if rows["written"] else pd.DataFrame()
+    return r, dict(zip(q["position"], q["reason"], strict=True)), out
+
+
+def test_the_committed_corpus_is_what_the_script_writes(tmp_path):
+    make_hostile.write_small(tmp_path)
+    for f in CORPUS.iterdir():
+        assert (tmp_path / f.name).read_bytes() == f.read_bytes(), f.name
+
+
+def test_nan_infinity_out_of_range_duplicate_keys_and_impossible_times_are_quarantined(tmp_path):
+    r, q, out = _run(_job(tmp_path, CORPUS / "not_strict.jsonl"))
+    assert q == {
+        "line 2": "invalid JSON: NaN is not JSON",
+        "line 3": "invalid JSON: Infinity is not JSON",
+        "line 4": "invalid JSON: -Infinity is not JSON",
+        "line 5": "invalid JSON: number out of range: 1e400",
+        "line 6": "invalid JSON: duplicate key 'amount'",
+        "line 7": "ts: 0001-01-01T00:00:00 is outside the years 1900-2200",
+        "line 8": "ts: 99999-01-01T00:00:00 is outside the years 1900-2200",
+        "line 11": "invalid JSON: duplicate key 'os'",
+    }
+    assert r.rows == {"read": 12, "written": 4, "quarantined": 8, "deduplicated": 0, "filtered": 0}
+    assert sorted(out["id"]) == [1, 9, 10, 12] and out.set_index("id").loc[10, "amount"] == 1e300
+    # the years are the job's to set
+    cfg = _job(tmp_path / "b", CORPUS / "not_strict.jsonl")
+    cfg["timestamps"] = {"min_year": 1, "max_year": 2200}
+    _, q, _ = _run(cfg)
+    assert "line 7" not in q and "line 8" in q
+
+
+def test_deep_nesting_is_quarantined_not_a_recursion_error(tmp_path):
+    steps = [{"relationalize": {"input": "r"}}, {"apply_mapping": {"input": "r", "mappings": JSON_MAPPING}}]
+    r, q, out = _run(_job(tmp_path, CORPUS / "deep.jsonl", steps=steps))
+    assert q == {"line 2": "nested 601 levels deep (max_depth 32)", "line 3": "nested 1001 levels deep (max_depth 32)",
+                 "line 5": "nested 5000 levels deep (max_depth 32)"}
+    assert sorted(out["id"]) == [1, 4, 6] and r.status == "succeeded"
+    _, q, out = _run(_job(tmp_path / "b", CORPUS / "deep.jsonl", max_depth=20))
+    assert q["line 4"] == "nested 31 levels deep (max_depth 20)" and sorted(out["id"]) == [1, 6]
+    with pytest.raises(ConfigError, match=r"sources.r.max_depth: .*less than or equal to 256"):
+        run_job(_job(tmp_path / "c", CORPUS / "deep.jsonl", max_depth=5000), progress=False)
+
+
+def test_broken_csv_records_are_quarantined_with_their_lines(tmp_path):
+    mapping = [["id", "long", "id", "long"], ["name", "string", "name", "string"], ["amount", "double", "amount", "double"]]
+    r, q, out = _run(_job(tmp_path, CORPUS / "broken.csv", "csv", [{"apply_mapping": {"input": "r", "mappings": mapping}}]))
+    assert q == {
+        "line 3": "malformed CSV (UNTERMINATED QUOTE): the quoted field opened on line 3 is not closed before line 7"
+                  " (invalid UTF-8)",
+        "line 5": "malformed CSV (MISSING COLUMNS): Expected Number of Columns: 3 Found: 2",
+        "line 6": "malformed CSV (TOO MANY COLUMNS): Expected Number of Columns: 3 Found: 4",
+        "line 7": "malformed CSV (INVALID ENCODING): invalid UTF-8",
+    }
+    assert out.sort_values("id").to_dict("records") == [
+        {"id": 1, "name": "Smith, Jo", "amount": 1.5}, {"id": 3, "name": "plain", "amount": 3.5},
+        {"id": 7, "name": "multi\nline", "amount": 7.5}, {"id": 8, "name": 'say "hi"', "amount": 8.5}]
+    assert r.rows["read"] == 8
+
+
+def test_csv_that_duckdb_reads_keeps_quoted_commas_whatever_the_sniffer_thinks(tmp_path):
+    (tmp_path / "a.csv").write_text('id,name\n1,"a,b"\n2,"x ""q"" y"\n3,plain\n4,"c,d"\n')
+    _, q, out = _run(_job(tmp_path, tmp_path / "a.csv", "csv", []))
+    assert q == {} and out.sort_values("id")["name"].tolist() == ["a,b", 'x "q" y', "plain", "c,d"]
+
+
+@pytest.fixture(scope="module")
+def large(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("large")
+    return folder, make_hostile.write_large(folder)
+
+
+def test_a_line_longer_than_any_buffer_is_quarantined_and_positions_stay_exact(large, tmp_path):
+    folder, at = large
+    _, q, out = _run(_job(tmp_path, folder / "huge_line.jsonl", steps=[]))
+    assert list(q) == [f"line {at['huge']}", f"line {at['huge_bad']}"]
+    assert q[f"line {at['huge']}"] == f"record too large: {(50 << 20) + 21} bytes > max_record_bytes {1 << 20}"
+    assert sorted(out["id"]) == [1, 4]
+    _, q, out = _run(_job(tmp_path / "b", folder / "mid_line.jsonl", steps=[]))
+    assert list(q) == [f"line {at['mid']}", f"line {at['mid_bad']}"] and len(out) == 1998
+    assert q[f"line {at['mid']}"].startswith("record too large: ")
+    # allowed by the limit: read whole, and the line after it still has its own number
+    _, q, out = _run(_job(tmp_path / "c", folder / "mid_line.jsonl", steps=[], max_record_bytes=64 << 20))
+    assert list(q) == [f"line {at['mid_bad']}"] and len(out) == 1999
+    assert out.set_index("id").loc[1000, "blob"] == "y" * (40 << 20)
+
+
+def test_a_record_with_ten_thousand_keys_is_quarantined_and_a_wide_one_is_typed(large, tmp_path):
+    folder, at = large
+    r, q, out = _run(_job(tmp_path, folder / "wide.jsonl", steps=[]))
+    assert q == {f"line {at['wide']}": "too many fields: 10003 (max_fields 1000)"} and len(out) == 1999
+    # a rare wide record under the limit: its keys become columns, NULL in the other rows
+    lines = (folder / "wide.jsonl").read_text().splitlines()
+    lines[at["wide"] - 1] = json.dumps({"id": 11, "amount": 2.0, "ts": "2026-11-01T10:00:00",
+                                        **{f"k{i}": (i if i % 2 else f"s{i}") for i in range(500)}})
+    (tmp_path / "w.jsonl").write_text("\n".join(lines) + "\n")
+    r, q, out = _run(_job(tmp_path / "b", tmp_path / "w.jsonl", steps=[]))
+    assert q == {} and len(out) == 2000 and out.shape[1] == 503
+    row = out.set_index("id").loc[11]
+    assert row["k1"] == 1 and row["k2"] == "s2" and out["k1"].count() == 1
+    schema = r.summary["catalog"]["output_schema"]
+    assert schema["k1"] == "BIGINT" and schema["k2"] == "VARCHAR" and r.summary["sources"]["r"]["choice_columns"] == {}
+
+
+def test_empty_or_unreadable_input_is_a_no_op_with_a_warning(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_bytes(b"")
+    r, _, _ = _run(_job(tmp_path, tmp_path / "in", steps=[]))
+    assert r.status == "noop" and r.summary["output"]["note"] == f"no records in {tmp_path / 'in'} (1 empty file)"
+    (tmp_path / "in" / "a.jsonl").write_bytes(b"not json\n[1, 2]\n")
+    cfg = _job(tmp_path / "b", tmp_path / "in", steps=[{"apply_mapping": {"input": "r", "mappings": JSON_MAPPING}}])
+    cfg["thresholds"] = {"max_error_rate": 1.0}
+    r, q, _ = _run(cfg)
+    assert r.status == "noop" and r.summary["output"]["note"] == "no readable records: all 2 quarantined"
+    assert list(q) == ["line 1", "line 2"]
+    (tmp_path / "h.csv").write_text("id,name\n")
+    r, _, _ = _run(_job(tmp_path / "c", tmp_path / "h.csv", "csv", []))
+    assert r.status == "noop" and r.rows["read"] == 0
+
+
+def test_an_output_path_through_a_file_and_a_bad_partition_are_one_line_errors(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"id": 1, "v": 2}\n')
+    (tmp_path / "afile").write_text("x")
+    cfg = _job(tmp_path, tmp_path / "a.jsonl", steps=[])
+    cfg["output"]["path"] = str(tmp_path / "afile" / "t")
+    with pytest.raises(ConfigError, match=rf"^output.path: {tmp_path / 'afile' / 't'}: {tmp_path / 'afile'} is a file"):
+        run_job(cfg, progress=False)
+    cfg = _job(tmp_path, tmp_path / "a.jsonl", steps=[])
+    cfg["output"]["partition_by"] = {"dt": "strftime(nope, '%Y')"}
+    (tmp_path / "job.json").write_text(json.dumps(cfg))
+    p = subprocess.run([sys.executable, "-m", "mlprep", "batch", "run", str(tmp_path / "job.json")],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.startswith("error: output.partition_by.dt: \"strftime(nope, '%Y')\": Binder Error")
+    assert p.stderr.strip().count("\n") == 0
+
+
+def test_every_output_reads_with_pandas_polars_pyarrow_and_duckdb(tmp_path):
+    r, q, _ = _run(_job(tmp_path, CORPUS / "not_strict.jsonl"))
+    r2 = run_job(_job(tmp_path, CORPUS / "deep.jsonl"), progress=False)  # a second run: two run_id= folders
+    quarantine = tmp_path / "q"
+    table = tmp_path / "out" / "t"
+    expected = {quarantine: r.rows["quarantined"] + r2.rows["quarantined"], table: 4 + 3}
+    for folder, n in expected.items():
+        got = {"pandas": len(pd.read_parquet(folder)),
+               "polars": pl.scan_parquet(f"{folder}/**/*.parquet", hive_partitioning=True).collect().height,
+               "pyarrow": pq.read_table(folder).num_rows,
+               "duckdb": duckdb.sql(f"SELECT count(*) FROM read_parquet('{folder}/**/*.parquet', "
+                                    "hive_partitioning = true)").fetchall()[0][0]}
+        assert got == dict.fromkeys(got, n), (folder, got)
+    assert sorted(pd.read_parquet(quarantine)["run_id"].astype(str).unique()) == sorted([r.run_id, r2.run_id])
