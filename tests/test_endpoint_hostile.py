@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import sys
 import threading
 import time
 
@@ -17,14 +16,24 @@ from mlprep.pipeline import serve
 from mlprep.pipeline.registry import Registry
 from tests.conftest import ROOT
 
-sys.path.insert(0, str(ROOT / "bench"))
-import endpoint as bench_endpoint  # noqa: E402  (the benchmark's model: fraud-sized, fraud handlers)
+
+def _bench_module():
+    """bench/endpoint.py's model (fraud-sized, fraud handlers), loaded without touching sys.path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_endpoint", ROOT / "bench" / "endpoint.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+bench_endpoint = _bench_module()
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     home = tmp_path_factory.mktemp("ep")
-    ref, bundle, rows = bench_endpoint.build_model(home)
+    ref, _, rows = bench_endpoint.build_model(home)
     return serve.Model(Registry(home), ref, home / "work"), rows
 
 

@@ -173,7 +173,7 @@ def test_an_output_path_through_a_file_and_a_bad_partition_are_one_line_errors(t
 
 
 def test_every_output_reads_with_pandas_polars_pyarrow_and_duckdb(tmp_path):
-    r, q, _ = _run(_job(tmp_path, CORPUS / "not_strict.jsonl"))
+    r, _, _ = _run(_job(tmp_path, CORPUS / "not_strict.jsonl"))
     r2 = run_job(_job(tmp_path, CORPUS / "deep.jsonl"), progress=False)  # a second run: two run_id= folders
     quarantine = tmp_path / "q"
     table = tmp_path / "out" / "t"

@@ -35,8 +35,8 @@ from mlprep.errors import ConfigError, DataQualityError, ErrorThresholdExceeded,
 from mlprep.faults import fault
 from mlprep.io import files as file_io
 from mlprep.io import sql as sql_io
-from mlprep.io.json_strict import Limits
 from mlprep.io.fs import FileInfo, filesystem, is_remote, join, list_files
+from mlprep.io.json_strict import Limits
 
 log = logging.getLogger("mlprep.batch")
 
