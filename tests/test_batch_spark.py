@@ -4,14 +4,13 @@ values, quarantine and quality outcomes; bookmarks and publish as the embedded e
 from __future__ import annotations
 
 import pandas as pd
+import pyspark  # noqa: F401  (a missing engine fails the suite, never skips: mlprep[spark] is in the lock)
 import pytest
 
-pyspark = pytest.importorskip("pyspark")
-
-from mlprep.batch.job import read_output, run_job  # noqa: E402
-from mlprep.batch.spark import run_job_spark, session  # noqa: E402
-from tests.conftest import JOB  # noqa: E402
-from tests.oracle import assert_same_table  # noqa: E402
+from mlprep.batch.job import read_output, run_job
+from mlprep.batch.spark import run_job_spark, session
+from tests.conftest import JOB
+from tests.oracle import assert_same_table
 
 
 @pytest.fixture(scope="module")

@@ -344,8 +344,9 @@ def test_deploy_notebook_plans_draws_and_applies_under_papermill(moto_server, tm
     assert SECRET not in text
     deployed = json.loads((tmp_path / "plan" / "deployed.json").read_text())
     assert [c["action"] for c in deployed["changes"]] == ["create"] * 9
-    assert {r["state"] for r in Deployment(tmp_path / "plan", moto_server).status()} != {"absent"}
-    assert all(r["drift"] == "" for r in Deployment(tmp_path / "plan", moto_server).status())
+    status = Deployment(tmp_path / "plan", moto_server).status()
+    assert len(status) == 9 and all(r["state"] not in ("absent", "") for r in status), status  # every one exists
+    assert all(r["drift"] == "" for r in status)  # ... exactly as planned
     job = boto3.client("glue", endpoint_url=moto_server).get_job(JobName="nb-transactions")["Job"]
     assert job["Role"] == f"arn:aws:iam::{ACCOUNT}:role/mlprep-glue"
 

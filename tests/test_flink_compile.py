@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pandas as pd
-import pytest
 
 from mlprep.stream.flink import FLINK_PYTHON, Endpoint, compile_sql, run_local
 from mlprep.stream.runner import run_stream
@@ -34,8 +33,9 @@ def _flink(out, name):
     return f
 
 
-@pytest.mark.skipif(not FLINK_PYTHON.exists(), reason="PyFlink environment missing: make flink-venv")
 def test_flink_sql_gives_the_embedded_engine_s_features(small_data, tmp_path):
+    # a missing engine is a failure, never a skip: `make test` builds it
+    assert FLINK_PYTHON.exists(), "PyFlink environment missing: run `make flink-venv` (make test builds it)"
     spec = load_spec(SPEC)
     run_stream(SPEC, str(small_data.events), tmp_path / "emb", progress=False)
     sql = compile_sql(spec, Endpoint("filesystem", path=str(small_data.events)),

@@ -57,8 +57,7 @@ def test_preprocess_train_evaluate_and_serve(workdir):
     report = json.loads((base / "evaluation" / "evaluation.json").read_text())
     assert len(report["curves"]["roc"]["fpr"]) > 2 and report["feature_importance"]
 
-    sys.path.insert(0, str(STEPS))
-    import inference
+    from pipelines.fraud import inference
 
     bundle = inference.model_fn(str(d / "model"))
     feats = bundle["features"]

@@ -186,3 +186,21 @@ def test_every_output_reads_with_pandas_polars_pyarrow_and_duckdb(tmp_path):
                                     "hive_partitioning = true)").fetchall()[0][0]}
         assert got == dict.fromkeys(got, n), (folder, got)
     assert sorted(pd.read_parquet(quarantine)["run_id"].astype(str).unique()) == sorted([r.run_id, r2.run_id])
+
+
+def test_stream_events_that_are_not_strict_json_are_dead_letters(small_data, tmp_path):
+    """NaN would poison every sum, a 100,000-deep line would crash the parser: dead letters."""
+    from mlprep.stream.runner import run_stream
+
+    good = small_data.events.read_text().splitlines()[:50]
+    rec = json.loads(good[0])
+    bad = [json.dumps(rec).replace(json.dumps(rec["amount"]), "NaN", 1),
+           json.dumps({**rec, "x": 1})[:-1] + ', "deep": ' + '{"a": ' * 1000 + "1" + "}" * 1000 + "}",
+           "[" * 100_000]
+    (tmp_path / "ev.jsonl").write_text("\n".join(good[:10] + bad + good[10:]) + "\n")
+    s = run_stream(ROOT / "conf" / "features" / "transactions.yaml", str(tmp_path / "ev.jsonl"), tmp_path / "o")
+    dead = pl.read_parquet(tmp_path / "o" / "dead_letters" / "*.parquet").sort("_pos")
+    assert dead.select("_pos", "reason").rows() == [
+        (11, "unparseable: NaN is not JSON"), (12, "unparseable: nested 1001 levels deep (max_depth 32)"),
+        (13, "unparseable: nested 100000 levels deep (max_depth 32)")]
+    assert s["events"] == 53 and s["dead_letters"] == 3

@@ -255,7 +255,7 @@ def json_line_reason(text: str, detailed: bool = True, limits: json_strict.Limit
     too deep, too wide), or malformed (with the parser's message for the first
     ``DETAIL_LIMIT`` of a load: each costs a Python parse)."""
     limits = limits or json_strict.Limits()
-    if json_strict.nesting_depth(text) > limits.max_depth:  # before a recursive parser meets it
+    if json_strict.nesting_depth(text, limits.max_depth) > limits.max_depth:  # before a recursive parser meets it
         return json_strict.reason(text, limits) or "malformed JSON"
     try:
         value = json.loads(text)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from mlprep.io import json_strict
 from mlprep.stream.engine import POS, SEQ, T
 from mlprep.stream.spec import FeatureSpec
 
@@ -56,8 +57,8 @@ def parse_block(block: bytes, first_line: int, seq0: int, spec: FeatureSpec, sou
         for i, ln in enumerate(lines):
             if not ln.strip():
                 continue
-            try:
-                r = json.loads(ln)
+            try:  # strictly: NaN or Infinity would poison every sum; deep nesting, the parser
+                r = json_strict.loads(ln)
                 if not isinstance(r, dict):
                     raise ValueError(f"not a JSON object ({type(r).__name__})")
                 recs.append({c: None if r.get(c) is None else (r[c] if isinstance(r[c], str) else json.dumps(r[c]))

@@ -53,23 +53,27 @@ class JsonlReplay:
         return {"offset": self.offset, "line": self.line}
 
     def blocks(self) -> Iterator[Block]:
+        """Each block is read afresh from where the last one ended (the bytes after its last
+        newline are read again, not carried): the blocks are a function of the file alone, so
+        a run resumed at a checkpoint's offset sees the very micro-batches an uninterrupted run
+        sees, and its floating-point merges happen in the same order."""
         fs, path = filesystem(self.url)
         with fs.open(path, "rb") as f:
-            f.seek(self.offset)
-            carry = b""
             while True:
-                chunk = f.read(self.block_bytes)
-                data = carry + chunk
-                if not chunk:
+                f.seek(self.offset)
+                data = f.read(self.block_bytes)
+                cut = data.rfind(b"\n") + 1
+                while cut == 0:  # one line longer than a block: read on to its end
+                    more = f.read(self.block_bytes)
+                    if not more:
+                        break
+                    data += more
+                    cut = data.rfind(b"\n") + 1
+                if cut == 0:  # the last line, without a newline
                     if data.strip():
                         yield self._emit(data)
                     return
-                cut = data.rfind(b"\n") + 1
-                if cut == 0:
-                    carry = data  # one line longer than a block: keep reading
-                    continue
-                block, carry = data[:cut], data[cut:]
-                yield self._emit(block)
+                yield self._emit(data[:cut])
 
     def _emit(self, data: bytes) -> Block:
         b = Block(data, self.line, self.offset + len(data), self.line + data.count(b"\n"), self.url)
@@ -91,6 +95,7 @@ class KinesisSource:
         endpoint = os.environ.get("AWS_ENDPOINT_URL_KINESIS") or os.environ.get("AWS_ENDPOINT_URL")
         self.client = boto3.client("kinesis", endpoint_url=endpoint)
         self.pos: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (position or {}).get("shards", {}).items()}
+        self.next_shard = int((position or {}).get("next", 0))
         self.limit, self.idle_polls, self.poll_interval = limit, idle_polls, poll_interval
         try:
             shards = self.client.list_shards(StreamName=self.stream)["Shards"]
@@ -99,7 +104,7 @@ class KinesisSource:
         self.partitions = [s["ShardId"] for s in shards]
 
     def position(self) -> dict[str, Any]:
-        return {"shards": {k: dict(v) for k, v in self.pos.items()}}
+        return {"shards": {k: dict(v) for k, v in self.pos.items()}, "next": self.next_shard}
 
     def blocks(self) -> Iterator[Block]:
         iters = {}
@@ -111,7 +116,10 @@ class KinesisSource:
         idle = 0
         while iters:
             got = False
-            for shard in list(iters):
+            # round robin from the shard a resumed run was due to poll next: the same interleaving
+            order = [*self.partitions[self.next_shard:], *self.partitions[: self.next_shard]]
+            for shard in [s for s in order if s in iters]:
+                self.next_shard = (self.partitions.index(shard) + 1) % len(self.partitions)
                 r = self.client.get_records(ShardIterator=iters[shard], Limit=self.limit)
                 nxt = r.get("NextShardIterator")
                 if nxt:
