@@ -42,7 +42,7 @@ def _tar(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def build_model(home: Path) -> tuple[str, object, np.ndarray]:
+def build_model(home: Path, seed: int = 7) -> tuple[str, object, np.ndarray]:
     """Train, package and register a model like the fraud pipeline's; returns (ref, bundle, rows)."""
     import joblib
     import pandas as pd
@@ -51,11 +51,11 @@ def build_model(home: Path) -> tuple[str, object, np.ndarray]:
     from mlprep.pipeline.registry import Registry
     from mlprep.pipeline.storage import Storage
 
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(seed)
     x = rng.normal(size=(20_000, len(FEATURES)))
     y = (x[:, 0] + 0.5 * x[:, 3] * x[:, 7] + rng.normal(scale=2, size=len(x)) > 2.5).astype(int)
     # fitted on a frame, as pipelines/fraud/train.py does: the model knows its feature names
-    model = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.05, random_state=7).fit(
+    model = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.05, random_state=seed).fit(
         pd.DataFrame(x, columns=FEATURES), y)
     bundle = {"model": model, "features": FEATURES}
     blob = io.BytesIO()

@@ -69,6 +69,16 @@ def test_rerun_is_noop_and_reset_rebuilds_identically(small_data, tmp_path):
     rebuilt = run_job(JOB, params)
     assert rebuilt.summary["output"]["mode"] == "overwrite"
     pd.testing.assert_frame_equal(_norm(read_output(rebuilt.summary["output"]["path"])), _norm(before))
+    # the same from the command line: `bookmark reset`, then a run rebuilds the table whole
+    cli = [sys.executable, "-m", "mlprep", "batch", "bookmark", "reset", str(JOB),
+           "-p", f"data_dir={small_data.out_dir}", "-p", f"out_dir={tmp_path}"]
+    p = subprocess.run(cli, capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.startswith("bookmark reset (version ") and bookmark_show(JOB, params) is None
+    pd.testing.assert_frame_equal(_norm(read_output(rebuilt.summary["output"]["path"])), _norm(before))  # data kept
+    again = run_job(JOB, params)
+    assert again.status == "succeeded" and again.summary["output"]["mode"] == "overwrite"
+    assert again.rows == rebuilt.rows and bookmark_show(JOB, params) is not None
+    pd.testing.assert_frame_equal(_norm(read_output(again.summary["output"]["path"])), _norm(before))
 
 
 def test_incremental_files_append_only_new(small_data, tmp_path):

@@ -158,6 +158,11 @@ def test_apply_is_idempotent_updates_and_destroys(moto_server, plans):
     assert "done before it: update kinesis stream e2e-events, update kinesis stream e2e-features" in p.stderr
     summary = boto3.client("kinesis", endpoint_url=url).describe_stream_summary(StreamName="e2e-events")
     assert summary["StreamDescriptionSummary"]["OpenShardCount"] == 2
+    # applying again continues where it stopped: what was done is not done twice
+    left = {c.resource: c.action for c in Deployment(plans["sizes"], url).diff()[0] if c.action != "none"}
+    assert left == {"glue job e2e-transactions": "update"}, left
+    p = _cli("apply", str(plans["sizes"]), "--endpoint-url", url, env=env)
+    assert p.returncode == 1 and "done before it: nothing" in p.stderr and "update  kinesis" not in p.stdout
 
     # destroy: everything but the bucket; moto cannot delete a Flink application, which is named
     p = _cli("destroy", str(plans["sizes"]), "--endpoint-url", url, env=env)
@@ -388,3 +393,91 @@ def test_the_planned_glue_job_runs_on_glue_5_spark_3_5(plans, small_data, tmp_pa
     assert summary["rows"] == du.rows and summary["engine"]["version"].startswith("3.5")
     assert_same_table(read_output(str(tmp_path / "glue-out" / "curated" / "transactions")),
                       read_output(du.summary["output"]["path"]))
+
+
+def test_destroy_delete_bucket_removes_the_bucket_and_its_objects(moto_server, tmp_path_factory):
+    _roles(moto_server)
+    plan = _plan(tmp_path_factory, "delbucket", _target("delb"))
+    assert _cli("apply", str(plan), "--endpoint-url", moto_server).returncode == 0
+    s3 = boto3.client("s3", endpoint_url=moto_server)
+    assert s3.list_objects_v2(Bucket="delb-bucket")["KeyCount"] > 0
+    p = _cli("destroy", str(plan), "--endpoint-url", moto_server, "--yes", "--delete-bucket")
+    # every resource is tried; moto cannot delete a Flink application, which is named
+    assert p.returncode == 1 and "kinesisanalytics:DeleteApplication" in p.stderr
+    assert "delb-bucket" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    after = {r["resource"]: r["state"] for r in Deployment(plan, moto_server).status()}
+    assert after.pop("s3 bucket delb-bucket") == "absent"
+    assert after.pop("flink application delb-user-txn-features").startswith("STARTING")
+    assert set(after.values()) == {"absent"}, after
+
+
+class _Throttler:
+    """A real HTTP proxy in front of moto that answers the first call of every JSON-protocol
+    operation with ThrottlingException (AWS's way to say "slow down"), then passes it on."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        host = urlsplit(upstream)
+        self.throttled: list[str] = []
+        self.passed: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a) -> None:
+                pass
+
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                target = self.headers.get("X-Amz-Target")
+                if target and target not in outer.throttled:
+                    outer.throttled.append(target)
+                    err = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+                    self.send_response(400)
+                    for k, v in (("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", "ThrottlingException"),
+                                 ("Content-Length", str(len(err)))):
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(err)
+                    return
+                if target:
+                    outer.passed.append(target)
+                con = http.client.HTTPConnection(host.hostname, host.port, timeout=60)
+                con.request(self.command, self.path, body, {k: v for k, v in self.headers.items()})
+                r = con.getresponse()
+                data = r.read()
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_apply_retries_when_aws_throttles(moto_server, tmp_path_factory):
+    _roles(moto_server)
+    plan = _plan(tmp_path_factory, "throttle", _target("thr"))
+    proxy = _Throttler(moto_server)
+    try:
+        p = _cli("apply", str(plan), "--endpoint-url", proxy.url)
+    finally:
+        proxy.server.shutdown()
+    assert p.returncode == 0, p.stderr
+    # every operation was refused once, retried, and then done: Glue, Kinesis, Flink, SageMaker, Step Functions
+    assert len(proxy.throttled) >= 10 and set(proxy.throttled) <= set(proxy.passed)
+    services = {t.split(".")[0].split("_")[0] for t in proxy.throttled}
+    assert {"AWSGlue", "Kinesis", "SageMaker", "AWSStepFunctions"} <= services, services
+    assert {r["state"] for r in Deployment(plan, moto_server).status()} and all(
+        r["state"] != "absent" and r["drift"] == "" for r in Deployment(plan, moto_server).status())

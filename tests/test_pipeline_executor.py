@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import boto3
 
@@ -131,3 +132,80 @@ def test_upsert_start_describe_against_the_sagemaker_api(tmp_path, moto_server):
     p = subprocess.run([*cli, "upsert", str(tmp_path / "fraud.json"), "--name", "x", "--role-arn", "admin",
                         "--endpoint-url", moto_server], capture_output=True, text=True)
     assert p.returncode == 2 and "--role-arn: not an IAM role ARN" in p.stderr
+
+
+def _bench_model_builder():
+    """bench/endpoint.py's model builder, loaded without touching sys.path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_endpoint", ROOT / "bench" / "endpoint.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_an_endpoint_update_is_blue_green(tmp_path):
+    """Deploying a new model to a live endpoint: the new server answers before the endpoint points
+    to it, the old one keeps answering through the switch and then goes; a client that reads the
+    endpoint's address before each request never fails."""
+    import threading
+    import urllib.request
+
+    from mlprep.pipeline import serve
+    from mlprep.pipeline.registry import Registry
+
+    home = tmp_path / "home"
+    storage = Storage(root=home / "s3")
+    bench = _bench_model_builder()
+    bench.build_model(home)  # stages s3://bench/model.tar.gz and code.tar.gz
+    container = {"Image": "local", "ModelDataUrl": {"Get": "Parameters.ModelData"},
+                 "Environment": {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "s3://bench/code.tar.gz"}}
+    definition = {"Version": "2020-12-01", "Parameters": [{"Name": "ModelData", "Type": "String",
+                                                           "DefaultValue": "s3://bench/model.tar.gz"}],
+                  "Steps": [
+                      {"Name": "M", "Type": "Model", "Arguments": {"ExecutionRoleArn": "arn:aws:iam::1:role/r",
+                                                                    "PrimaryContainer": container}},
+                      {"Name": "C", "Type": "EndpointConfig", "Arguments": {
+                          "EndpointConfigName": {"Std:Join": {"On": "-", "Values": ["cfg", {"Get": "Execution.PipelineExecutionId"}]}},
+                          "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": {"Get": "Steps.M.ModelName"}}]}},
+                      {"Name": "E", "Type": "Endpoint", "Arguments": {
+                          "EndpointName": "ep", "EndpointConfigName": {"Get": "Steps.C.EndpointConfigName"}}}]}
+    path = tmp_path / "def.json"
+    path.write_text(json.dumps(definition))
+    reg = Registry(home)
+    try:
+        assert Executor(path, home=home, progress=False).run().status == "Succeeded"
+        blue = reg.endpoint("ep")
+        row = b"0" + b",0" * 25
+        results, stop = [], threading.Event()
+
+        def client():
+            while not stop.is_set():
+                url = reg.endpoint("ep")["Url"]
+                try:
+                    req = urllib.request.Request(url + "/invocations", row, {"Content-Type": "text/csv"})
+                    with urllib.request.urlopen(req, timeout=10) as r:
+                        results.append((url, json.loads(r.read())["predictions"][0]))
+                except OSError as e:
+                    results.append((url, e))
+
+        t = threading.Thread(target=client)
+        t.start()
+        # a second model (another seed: other predictions) deployed to the same endpoint
+        bench.build_model(tmp_path / "other", seed=8)
+        storage.put_bytes("s3://bench/model2.tar.gz", Storage(root=tmp_path / "other" / "s3").get_bytes("s3://bench/model.tar.gz"))
+        ex = Executor(path, home=home, progress=False).run({"ModelData": "s3://bench/model2.tar.gz"})
+        time.sleep(0.5)
+        stop.set()
+        t.join(20)
+        green = reg.endpoint("ep")
+        assert ex.status == "Succeeded" and green["Url"] != blue["Url"] and green["Pid"] != blue["Pid"]
+        assert not serve.alive(int(blue["Pid"])) and serve.alive(int(green["Pid"]))
+        failures = [r for r in results if not isinstance(r[1], float)]
+        assert failures == [] and {u for u, _ in results} == {blue["Url"], green["Url"]}, failures[:3]
+        answers = {u: {p for v, p in results if v == u} for u in (blue["Url"], green["Url"])}
+        assert len(answers[blue["Url"]]) == len(answers[green["Url"]]) == 1  # one model each
+        assert answers[blue["Url"]] != answers[green["Url"]]  # and the second is the new model
+    finally:
+        for e in reg.endpoints():
+            serve.stop(int(e["Pid"]))

@@ -248,3 +248,22 @@ def test_bad_parameters_and_a_failing_step_are_reported(ws):
     assert p.returncode == 1
     assert "PreprocessFraudData" in p.stderr and "AlgorithmError: exit code 1" in p.stderr
     assert "--- last lines of" in p.stderr and "Traceback" in p.stderr  # the log's tail is shown
+
+
+def _auc(storage, ex) -> float:
+    uri = ex.properties["EvaluateFraudModel"]["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"]
+    return json.loads(storage.get_bytes(uri + "/evaluation.json"))["binary_classification_metrics"]["roc_auc"]["value"]
+
+
+def test_stream_features_lift_the_test_auc_as_the_readme_says(ws):
+    """The README's headline, on its data (20,000 rows, seed 7): test ROC AUC 0.682 without the
+    stream's window features, 0.754 with them. Asserted with a margin that a model without the
+    stream features cannot meet."""
+    d, home, ex = ws
+    storage = Storage(root=home / "s3")
+    without = Executor(d / "def" / "mlprep-fraud.json", home=home, progress=False).run(
+        {"FeatureGroups": "none"}, until="EvaluateFraudModel")
+    with_auc, without_auc = _auc(storage, ex), _auc(storage, without)
+    print(f"ROC AUC with stream features {with_auc:.4f}, without {without_auc:.4f}")
+    assert with_auc == pytest.approx(0.754, abs=0.015) and without_auc == pytest.approx(0.682, abs=0.015)
+    assert with_auc - without_auc >= 0.05

@@ -221,3 +221,26 @@ def test_grouped_stddev_matches_exact_rational_arithmetic(wtype, offset, deltas,
     truth = _exact_stddev(xs)
     scale = max(abs(x) for x in xs)
     assert abs(got[0] - truth) <= 64 * 2.0**-52 * scale * math.sqrt(len(xs)) + 1e-12 * truth, (got[0], truth)
+
+
+def test_the_watermark_is_the_minimum_over_shards():
+    """A shard that lags holds the watermark back (as Flink takes the minimum of its splits'
+    watermarks); a declared shard that has produced nothing yet holds it back entirely."""
+    spec = _spec(bound="0s", lateness="0s")
+    agg = Aggregator(spec)
+    agg.declare_partitions(["s1", "s2"])
+
+    def batch(rows):
+        return pl.DataFrame({"k": [r[0] for r in rows], "_t": [r[1] for r in rows], "_seq": list(range(len(rows))),
+                             "_pos": list(range(1, len(rows) + 1)), "v": [1.0] * len(rows), "_part": [r[2] for r in rows]},
+                            schema_overrides={"_t": pl.Int64, "_seq": pl.Int64, "_pos": pl.Int64})
+
+    r = agg.process(batch([("a", 10_000, "s1"), ("a", 130_000, "s1")]))  # s2 silent: no watermark yet
+    assert r.emitted.is_empty() and agg.watermark < 0
+    r = agg.process(batch([("b", 30_000, "s2")]))  # s2 at 30 s: the watermark is 30 s, not 130 s
+    assert agg.watermark == 30_000 and r.emitted.is_empty()
+    r = agg.process(batch([("b", 70_000, "s2")]))  # s2 passes 60 s: the first minute fires
+    assert agg.watermark == 70_000
+    assert sorted(r.emitted.select("k", "window_start").rows()) == [("a", 0), ("b", 0)]
+    r = agg.process(batch([("a", 190_000, "s1")]))  # s1 runs further ahead: nothing more fires
+    assert agg.watermark == 70_000 and r.emitted.is_empty()

@@ -335,12 +335,14 @@ class Executor:
         with contextlib.suppress(RegistryError):
             old = self.registry.endpoint(name)
         info = serve.start_background(self.home, model, logfile.with_name(f"endpoint-{name}.log"))
-        if old and old.get("Pid") and old.get("Pid") != info["pid"]:
-            serve.stop(int(old["Pid"]))  # blue/green: the new server answers before the old one goes
         rec = {"EndpointName": name, "EndpointArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{name.lower()}",
                "EndpointConfigName": config, "EndpointStatus": "InService", "Url": info["url"],
                "Pid": info["pid"], "ModelName": model, "CreationTime": _now()}
+        # blue/green: the new server answers, the record points to it, then the old one drains and goes
         self.registry.save_endpoint(rec)
+        if old and old.get("Pid") and old.get("Pid") != info["pid"] and serve.alive(int(old["Pid"])):
+            time.sleep(serve.SWITCH_GRACE)  # a client that read the old address just now still gets through
+            serve.stop(int(old["Pid"]))
         return rec
 
     def _property_files(self, step: definition.Step, props: dict) -> dict[str, str]:

@@ -37,6 +37,8 @@ from mlprep.pipeline.registry import Registry
 
 log = logging.getLogger("mlprep.endpoint")
 MAX_BYTES = 6 * 1024 * 1024
+SWITCH_GRACE = 1.0  # seconds an old server keeps answering after its endpoint points elsewhere
+DRAIN = 4.0  # seconds a stopping server gives the requests it is answering (stop() waits 5)
 
 
 class Model:
@@ -131,6 +133,8 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], handler: type, max_connections: int) -> None:
         super().__init__(address, handler)
         self.slots = threading.BoundedSemaphore(max_connections)
+        self.busy = 0  # requests being answered (read, not yet written)
+        self.busy_lock = threading.Lock()
 
     def process_request(self, request: socket.socket, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
@@ -147,6 +151,13 @@ class _Server(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self.slots.release()
+
+    def drain(self, seconds: float) -> None:
+        """Wait (up to ``seconds``) until no request is being answered (idle keep-alive
+        connections are not waited for)."""
+        deadline = time.monotonic() + seconds
+        while self.busy and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 def make_server(model: Model, host: str = "127.0.0.1", port: int = 0, max_bytes: int = MAX_BYTES, *,
@@ -171,6 +182,24 @@ def make_server(model: Model, host: str = "127.0.0.1", port: int = 0, max_bytes:
             except (TimeoutError, OSError):  # too slow, or gone: drop the connection quietly
                 self.close_connection = True
 
+        def parse_request(self) -> bool:
+            ok = super().parse_request()
+            if ok:  # a request has arrived: the server waits for its answer before it exits
+                with self.server.busy_lock:
+                    self.server.busy += 1
+                self._counted = True
+            return ok
+
+        def finish(self) -> None:
+            self._done()
+            super().finish()
+
+        def _done(self) -> None:
+            if getattr(self, "_counted", False):
+                self._counted = False
+                with self.server.busy_lock:
+                    self.server.busy -= 1
+
         def log_message(self, fmt: str, *args: Any) -> None:
             log.info("%s %s", self.address_string(), fmt % args)
 
@@ -183,6 +212,7 @@ def make_server(model: Model, host: str = "127.0.0.1", port: int = 0, max_bytes:
             self._headers_buffer.append(b"\r\n")  # headers and body in one write (no Nagle wait)
             self._headers_buffer.append(body)
             self.flush_headers()
+            self._done()
 
         def _error(self, code: int, message: str) -> None:
             self._send(code, json.dumps({"error": message}).encode())
@@ -294,6 +324,7 @@ def serve(home: Path, ref: str, host: str = "127.0.0.1", port: int = 8080, ready
         with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()
         server.server_close()
+        server.drain(DRAIN)  # the requests in flight are answered before the process goes
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
