@@ -27,9 +27,9 @@ demo: $(STAMP)
 lab: $(STAMP)
 	$(PY) -m jupyter lab --notebook-dir notebooks --ServerApp.ip=127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root)
 
-## test: the whole test suite (starts its own moto server; needs PostgreSQL and MariaDB up; Java 17 for Flink)
+## test: the whole test suite, two workers, a file's tests on one worker (starts its own moto server; needs PostgreSQL and MariaDB up; Java 17 for Flink)
 test: $(STAMP) .venv-flink/.installed .venv-glue/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mlprep tests bench pipelines notebooks

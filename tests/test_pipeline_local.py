@@ -154,7 +154,8 @@ def test_deployed_endpoint_serves_the_sagemaker_contract(ws):
     outputs = {o["OutputName"]: o["S3Output"]["S3Uri"]
                for o in ex.properties["PreprocessFraudData"]["ProcessingOutputConfig"]["Outputs"]}
     test = pd.read_csv(io.BytesIO(storage.get_bytes(outputs["test"] + "/data.csv"))).head(50)
-    uri = ex.properties["TrainFraudModel"]["ModelArtifacts"]["S3ModelArtifacts"]
+    # the model the endpoint serves now (another test may have deployed a newer version)
+    uri = Registry.container(Registry(home).model(ep["ModelName"]))["ModelDataUrl"]
     with tarfile.open(fileobj=io.BytesIO(storage.get_bytes(uri))) as t:
         bundle = joblib.load(t.extractfile("model.joblib"))
     expected = bundle["model"].predict_proba(test[bundle["features"]])[:, 1]
