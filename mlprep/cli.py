@@ -16,7 +16,7 @@ from mlprep.errors import ConfigError, MlprepError
 from mlprep.interrupts import Interrupted
 
 
-def _params(pairs: list[str] | None, files: list[str] | None = None, secrets: list[str] | None = None
+def parse_params(pairs: list[str] | None, files: list[str] | None = None, secrets: list[str] | None = None
             ) -> dict[str, Any]:
     """Parameters from ``-f FILE`` (YAML; a mapping under a stage's name gives STAGE.NAME), then
     ``--secret NAME`` (environment or prompt), then ``--param NAME=VALUE``: later ones win."""
@@ -101,10 +101,10 @@ def cmd_batch_run(a: argparse.Namespace) -> int:
         if a.engine == "spark":
             from mlprep.batch.spark import run_job_spark
 
-            r = run_job_spark(a.config, _params(a.param, a.params_file, a.secret), master=a.master,
+            r = run_job_spark(a.config, parse_params(a.param, a.params_file, a.secret), master=a.master,
                               progress=_progress(a))
         else:
-            r = run_job(a.config, _params(a.param, a.params_file, a.secret), progress=_progress(a))
+            r = run_job(a.config, parse_params(a.param, a.params_file, a.secret), progress=_progress(a))
     except ConfigError:
         raise  # exit 2: nothing ran
     except MlprepError as e:
@@ -133,7 +133,7 @@ def cmd_export_glue(a: argparse.Namespace) -> int:
 def cmd_bookmark(a: argparse.Namespace) -> int:
     from mlprep.batch import job
 
-    params = _params(a.param)
+    params = parse_params(a.param)
     if a.action == "show":
         print(json.dumps(job.bookmark_show(a.config, params), indent=2, sort_keys=True))
     elif a.action == "reset":
@@ -190,7 +190,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.help_notebook:
         print(inspection.describe(a.help_notebook))
         return 0
-    given = _params(a.param, a.params_file, a.secret)
+    given = parse_params(a.param, a.params_file, a.secret)
     runner = Runner(a.plan, runs_dir=a.runs_dir, show_output=not a.no_output)
     r = runner.run(given, run_id=a.run_id, only=a.only.split(",") if a.only else None,
                    start_from=a.start_from, resume=a.resume, force=a.force, timeout=a.timeout,

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
@@ -123,6 +124,19 @@ class _Deadline:
         return getattr(self.raw, name)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one server accepts: headers within ``header_timeout`` seconds (also the keep-alive
+    idle time), a body within ``body_timeout``, at most ``max_bytes`` per payload and
+    ``max_connections`` at once; Host must be a loopback name unless ``allow_remote``."""
+
+    max_bytes: int = MAX_BYTES
+    max_connections: int = 64
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    allow_remote: bool = False
+
+
 class _Server(ThreadingHTTPServer):
     """One thread per connection, at most ``max_connections`` of them: past that a client is
     told 503 at once instead of queueing behind a slow one."""
@@ -130,9 +144,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], handler: type, max_connections: int) -> None:
-        super().__init__(address, handler)
-        self.slots = threading.BoundedSemaphore(max_connections)
+    def __init__(self, address: tuple[str, int], model: Model, limits: Limits) -> None:
+        super().__init__(address, _Handler)
+        self.model, self.limits = model, limits
+        self.slots = threading.BoundedSemaphore(limits.max_connections)
         self.busy = 0  # requests being answered (read, not yet written)
         self.busy_lock = threading.Lock()
 
@@ -160,147 +175,149 @@ class _Server(ThreadingHTTPServer):
             time.sleep(0.01)
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """One connection: deadlines, Host check, Content-Length rules, then the model."""
+
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile = _Deadline(self.rfile, self.connection)
+
+    def handle_one_request(self) -> None:
+        self.rfile.start(self.server.limits.header_timeout)
+        try:
+            super().handle_one_request()
+        except (TimeoutError, OSError):  # too slow, or gone: drop the connection quietly
+            self.close_connection = True
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        if ok:  # a request has arrived: the server waits for its answer before it exits
+            with self.server.busy_lock:
+                self.server.busy += 1
+            self._counted = True
+        return ok
+
+    def finish(self) -> None:
+        self._done()
+        super().finish()
+
+    def _done(self) -> None:
+        if getattr(self, "_counted", False):
+            self._counted = False
+            with self.server.busy_lock:
+                self.server.busy -= 1
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+        log.info("%s %s", self.address_string(), fmt % args)
+
+    def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self._headers_buffer.append(b"\r\n")  # headers and body in one write (no Nagle wait)
+        self._headers_buffer.append(body)
+        self.flush_headers()
+        self._done()
+
+    def _error(self, code: int, message: str) -> None:
+        self._send(code, json.dumps({"error": message}).encode())
+
+    def _refused_host(self) -> bool:
+        if self.server.limits.allow_remote or _host_allowed(self.headers.get("Host")):
+            return False
+        self.close_connection = True
+        self._error(403, f"Host {self.headers.get('Host')!r} is not this machine (use --allow-remote to serve"
+                         " other names)")
+        return True
+
+    def do_GET(self) -> None:
+        if self._refused_host():
+            return
+        if self.path == "/ping":
+            self._send(200, b"{}")
+        else:
+            self._error(404, f"no route {self.path} (GET /ping, POST /invocations)")
+
+    def do_POST(self) -> None:
+        if self._refused_host():
+            return
+        if self.path != "/invocations":
+            self.close_connection = True  # the body is not read
+            self._error(404, f"no route {self.path} (GET /ping, POST /invocations)")
+            return
+        body = self._body()
+        if body is not None:
+            self._invoke(body)
+
+    def _body(self) -> bytes | None:
+        """The request body, or None after answering why not (4xx)."""
+        length = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding") or length is None:
+            self.close_connection = True
+            self._error(411, "Content-Length is required (chunked bodies are not accepted)")
+            return None
+        if not length.strip().isdigit():
+            self.close_connection = True
+            self._error(400, f"Content-Length must be a non-negative integer, got {length!r}")
+            return None
+        n = int(length)
+        if n > self.server.limits.max_bytes:
+            self.close_connection = True
+            self._drain(n)
+            self._error(413, f"payload of {n} bytes exceeds the limit of {self.server.limits.max_bytes} bytes")
+            return None
+        self.rfile.start(self.server.limits.body_timeout)
+        body = self.rfile.read(n)
+        if len(body) < n:
+            raise TimeoutError("body shorter than Content-Length")
+        return body
+
+    def _drain(self, n: int) -> None:
+        # a moderately oversized body is read so the client sees the answer, not a reset
+        left = n if n <= 16 * self.server.limits.max_bytes else 0
+        self.rfile.start(self.server.limits.body_timeout)
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            left -= len(chunk)
+
+    def _invoke(self, body: bytes) -> None:
+        ctype = self.headers.get("Content-Type", "")
+        accept = self.headers.get("Accept", "application/json")
+        if accept in ("*/*", ""):
+            accept = "application/json"
+        types = (self.server.model.record.get("InferenceSpecification") or {}).get("SupportedContentTypes")
+        if types and ctype.split(";")[0].strip() not in types:
+            self._error(415, f"unsupported content type {ctype!r} (supported: {', '.join(types)})")
+            return
+        try:
+            out, out_type = self.server.model.invoke(body, ctype, accept)
+        except ValueError as e:  # the handlers' way to reject a payload
+            self._error(415 if "content type" in str(e) else 400, str(e))
+            return
+        except RecursionError:  # a payload nested deeper than any parser should follow
+            self._error(400, "payload nested too deeply")
+            return
+        except Exception as e:
+            log.exception("invocation failed")
+            self._error(500, f"model error: {type(e).__name__}")
+            return
+        self._send(200, out, out_type)
+
+
 def make_server(model: Model, host: str = "127.0.0.1", port: int = 0, max_bytes: int = MAX_BYTES, *,
                 allow_remote: bool = False, max_connections: int = 64, header_timeout: float = 10.0,
                 body_timeout: float = 30.0) -> ThreadingHTTPServer:
-    """The HTTP server for ``model``: headers must arrive within ``header_timeout`` seconds (also
-    the keep-alive idle time), a body within ``body_timeout``; Host must be a loopback name
-    unless ``allow_remote``."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def setup(self) -> None:
-            super().setup()
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.rfile = _Deadline(self.rfile, self.connection)
-
-        def handle_one_request(self) -> None:
-            self.rfile.start(header_timeout)
-            try:
-                super().handle_one_request()
-            except (TimeoutError, OSError):  # too slow, or gone: drop the connection quietly
-                self.close_connection = True
-
-        def parse_request(self) -> bool:
-            ok = super().parse_request()
-            if ok:  # a request has arrived: the server waits for its answer before it exits
-                with self.server.busy_lock:
-                    self.server.busy += 1
-                self._counted = True
-            return ok
-
-        def finish(self) -> None:
-            self._done()
-            super().finish()
-
-        def _done(self) -> None:
-            if getattr(self, "_counted", False):
-                self._counted = False
-                with self.server.busy_lock:
-                    self.server.busy -= 1
-
-        def log_message(self, fmt: str, *args: Any) -> None:
-            log.info("%s %s", self.address_string(), fmt % args)
-
-        def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self._headers_buffer.append(b"\r\n")  # headers and body in one write (no Nagle wait)
-            self._headers_buffer.append(body)
-            self.flush_headers()
-            self._done()
-
-        def _error(self, code: int, message: str) -> None:
-            self._send(code, json.dumps({"error": message}).encode())
-
-        def _refused_host(self) -> bool:
-            if allow_remote or _host_allowed(self.headers.get("Host")):
-                return False
-            self.close_connection = True
-            self._error(403, f"Host {self.headers.get('Host')!r} is not this machine (use --allow-remote to serve"
-                             " other names)")
-            return True
-
-        def do_GET(self) -> None:
-            if self._refused_host():
-                return
-            if self.path == "/ping":
-                self._send(200, b"{}")
-            else:
-                self._error(404, f"no route {self.path} (GET /ping, POST /invocations)")
-
-        def do_POST(self) -> None:
-            if self._refused_host():
-                return
-            if self.path != "/invocations":
-                self.close_connection = True  # the body is not read
-                self._error(404, f"no route {self.path} (GET /ping, POST /invocations)")
-                return
-            body = self._body()
-            if body is not None:
-                self._invoke(body)
-
-        def _body(self) -> bytes | None:
-            """The request body, or None after answering why not (4xx)."""
-            length = self.headers.get("Content-Length")
-            if self.headers.get("Transfer-Encoding") or length is None:
-                self.close_connection = True
-                self._error(411, "Content-Length is required (chunked bodies are not accepted)")
-                return None
-            if not length.strip().isdigit():
-                self.close_connection = True
-                self._error(400, f"Content-Length must be a non-negative integer, got {length!r}")
-                return None
-            n = int(length)
-            if n > max_bytes:
-                self.close_connection = True
-                self._drain(n)
-                self._error(413, f"payload of {n} bytes exceeds the limit of {max_bytes} bytes")
-                return None
-            self.rfile.start(body_timeout)
-            body = self.rfile.read(n)
-            if len(body) < n:
-                raise TimeoutError("body shorter than Content-Length")
-            return body
-
-        def _drain(self, n: int) -> None:
-            # a moderately oversized body is read so the client sees the answer, not a reset
-            left = n if n <= 16 * max_bytes else 0
-            self.rfile.start(body_timeout)
-            while left > 0:
-                chunk = self.rfile.read(min(left, 1 << 20))
-                if not chunk:
-                    break
-                left -= len(chunk)
-
-        def _invoke(self, body: bytes) -> None:
-            ctype = self.headers.get("Content-Type", "")
-            accept = self.headers.get("Accept", "application/json")
-            if accept in ("*/*", ""):
-                accept = "application/json"
-            types = (model.record.get("InferenceSpecification") or {}).get("SupportedContentTypes")
-            if types and ctype.split(";")[0].strip() not in types:
-                self._error(415, f"unsupported content type {ctype!r} (supported: {', '.join(types)})")
-                return
-            try:
-                out, out_type = model.invoke(body, ctype, accept)
-            except ValueError as e:  # the handlers' way to reject a payload
-                self._error(415 if "content type" in str(e) else 400, str(e))
-                return
-            except RecursionError:  # a payload nested deeper than any parser should follow
-                self._error(400, "payload nested too deeply")
-                return
-            except Exception as e:
-                log.exception("invocation failed")
-                self._error(500, f"model error: {type(e).__name__}")
-                return
-            self._send(200, out, out_type)
-
-    return _Server((host, port), Handler, max_connections)
+    """The HTTP server for ``model`` on ``host:port`` within the given :class:`Limits`."""
+    limits = Limits(max_bytes, max_connections, header_timeout, body_timeout, allow_remote)
+    return _Server((host, port), model, limits)
 
 
 def serve(home: Path, ref: str, host: str = "127.0.0.1", port: int = 8080, ready_file: Path | None = None,
