@@ -203,3 +203,25 @@ def test_csv_malformed_rows_match_the_embedded_engine(spark, tmp_path):
     a = read_output(str(tmp_path / "spark" / "t")).sort_values("id")
     b = read_output(str(tmp_path / "duck" / "t")).sort_values("id")
     assert a.values.tolist() == b.values.tolist()
+
+
+@pytest.mark.parametrize("json_check", ["variant", "python"])
+def test_lines_that_are_not_strict_json_are_quarantined_as_the_embedded_engine_does(json_check, spark, tmp_path):
+    """The hostile corpus's NaN / NAN / Infinity, 1e400, duplicate keys and impossible years."""
+    from pathlib import Path
+
+    corpus = Path(__file__).parent / "data" / "hostile" / "not_strict.jsonl"
+    mapping = [["id", "long", "id", "long"], ["amount", "double", "amount", "double"], ["ts", "string", "ts", "timestamp"]]
+
+    def cfg(tag):
+        return {"name": "t", "sources": {"r": {"format": "jsonl", "path": str(corpus)}},
+                "steps": [{"apply_mapping": {"input": "r", "mappings": mapping}}],
+                "output": {"input": "r", "path": str(tmp_path / tag / "t"), "quarantine": str(tmp_path / tag / "q")}}
+
+    du = run_job(cfg("duck"), progress=False)
+    sp = run_job_spark(cfg("spark"), spark=spark, progress=False, json_check=json_check)
+    assert sp.rows == du.rows == {"read": 15, "written": 4, "quarantined": 11, "deduplicated": 0, "filtered": 0}
+    qa = pd.read_parquet(sp.summary["quarantine"]["file"])
+    qb = pd.read_parquet(du.summary["quarantine"]["file"])
+    assert dict(zip(qa["position"], qa["reason"], strict=True)) == dict(zip(qb["position"], qb["reason"], strict=True))
+    assert sorted(read_output(str(tmp_path / "spark" / "t"))["id"]) == [1, 9, 10, 12]

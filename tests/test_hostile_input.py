@@ -57,8 +57,11 @@ def test_nan_infinity_out_of_range_duplicate_keys_and_impossible_times_are_quara
         "line 7": "ts: 0001-01-01T00:00:00 is outside the years 1900-2200",
         "line 8": "ts: 99999-01-01T00:00:00 is outside the years 1900-2200",
         "line 11": "invalid JSON: duplicate key 'os'",
+        "line 13": "invalid JSON: NAN is not JSON",
+        "line 14": "invalid JSON: -iNf is not JSON",
+        "line 15": "invalid JSON: INFINITY is not JSON",
     }
-    assert r.rows == {"read": 12, "written": 4, "quarantined": 8, "deduplicated": 0, "filtered": 0}
+    assert r.rows == {"read": 15, "written": 4, "quarantined": 11, "deduplicated": 0, "filtered": 0}
     assert sorted(out["id"]) == [1, 9, 10, 12] and out.set_index("id").loc[10, "amount"] == 1e300
     # the years are the job's to set
     cfg = _job(tmp_path / "b", CORPUS / "not_strict.jsonl")
@@ -196,11 +199,11 @@ def test_stream_events_that_are_not_strict_json_are_dead_letters(small_data, tmp
     rec = json.loads(good[0])
     bad = [json.dumps(rec).replace(json.dumps(rec["amount"]), "NaN", 1),
            json.dumps({**rec, "x": 1})[:-1] + ', "deep": ' + '{"a": ' * 1000 + "1" + "}" * 1000 + "}",
-           "[" * 100_000]
+           "[" * 100_000, json.dumps(rec).replace(json.dumps(rec["amount"]), "-INF", 1)]
     (tmp_path / "ev.jsonl").write_text("\n".join(good[:10] + bad + good[10:]) + "\n")
     s = run_stream(ROOT / "conf" / "features" / "transactions.yaml", str(tmp_path / "ev.jsonl"), tmp_path / "o")
     dead = pl.read_parquet(tmp_path / "o" / "dead_letters" / "*.parquet").sort("_pos")
     assert dead.select("_pos", "reason").rows() == [
         (11, "unparseable: NaN is not JSON"), (12, "unparseable: nested 1001 levels deep (max_depth 32)"),
-        (13, "unparseable: nested 100000 levels deep (max_depth 32)")]
-    assert s["events"] == 53 and s["dead_letters"] == 3
+        (13, "unparseable: nested 100000 levels deep (max_depth 32)"), (14, "unparseable: -INF is not JSON")]
+    assert s["events"] == 54 and s["dead_letters"] == 4

@@ -139,7 +139,7 @@ class SparkRun(batch_job._Run):
             raw = raw.unionByName(f)
         raw = raw.filter(F.trim(F.col("value")) != "").cache()  # blank lines are not records
         schema = self.spark.read.json(raw.select("value").rdd.map(lambda r: r[0])).schema
-        schema = type(schema)([f for f in schema.fields if f.name != "_corrupt_record"])
+        schema = _unique_fields(type(schema)([f for f in schema.fields if f.name != "_corrupt_record"]))
         # JSON types of the columns a resolve_choice step looks at (mixed types infer as string)
         choice = {c for kind, st in self.job.parsed_steps() if kind == "resolve_choice" for c in st.specs}
         choice_cols = [c for c in sorted(choice) if c in schema.fieldNames()]
@@ -148,6 +148,10 @@ class SparkRun(batch_job._Run):
             parsed = raw.select("_src", "_pos", "value", F.from_json("value", schema).alias("_j"),
                                 F.expr("try_parse_json(value)").alias("_v"))
             ok = F.coalesce(F.col("_v").isNotNull() & F.expr("schema_of_variant(_v) LIKE 'OBJECT%'"), F.lit(False))
+            # a number out of range parses to an infinity (to_json writes it "Infinity"): only lines
+            # with a 3-digit exponent or 300 digits can hold one
+            ok = ok & ~F.coalesce(F.col("value").rlike(_OUT_OF_RANGE)
+                                  & F.expr("to_json(_v) RLIKE '\"-?Infinity\"'"), F.lit(False))
             extra = [F.expr(f"to_json(variant_get(_v, '$.{c}'))").alias(f"__json_{c}") for c in choice_cols]
         else:
             parsed = raw.select("_src", "_pos", "value", F.from_json("value", schema).alias("_j"),
@@ -600,6 +604,30 @@ class SparkRun(batch_job._Run):
         return staged, "_staged"
 
 
+_OUT_OF_RANGE = r"[eE][+]?[0-9]{3}|[0-9]{300}"  # where a JSON number may exceed a double
+
+
+def _unique_fields(dtype: Any) -> Any:
+    """``dtype`` with each struct's fields unique by name, ignoring case as Spark does: a line
+    with a key twice (quarantined by the strict judge) makes inference list the field twice,
+    and a field listed twice cannot be selected at all."""
+    from pyspark.sql.types import ArrayType, MapType, StructType
+
+    if isinstance(dtype, StructType):
+        seen: set[str] = set()
+        fields = []
+        for f in dtype.fields:
+            if f.name.lower() not in seen:
+                seen.add(f.name.lower())
+                fields.append(type(f)(f.name, _unique_fields(f.dataType), f.nullable, f.metadata))
+        return StructType(fields)
+    if isinstance(dtype, ArrayType):
+        return ArrayType(_unique_fields(dtype.elementType), dtype.containsNull)
+    if isinstance(dtype, MapType):
+        return MapType(dtype.keyType, _unique_fields(dtype.valueType), dtype.valueContainsNull)
+    return dtype
+
+
 def _first_reason(conds: list) -> Any:
     from pyspark.sql import functions as F
 
@@ -627,6 +655,7 @@ def _python_judge(columns: list[str]):
     (Glue 5.0): ``_obj`` — the line is one JSON object (strict: no NaN/Infinity, no duplicate
     keys, as the VARIANT parse) — and the JSON text of each of ``columns``."""
     import json
+    import math
 
     import pandas as pd
     from pyspark.sql.functions import pandas_udf
@@ -640,9 +669,16 @@ def _python_judge(columns: list[str]):
     def _no_constants(name):
         raise ValueError(name)
 
+    def _finite(text):
+        value = float(text)
+        if math.isinf(value):
+            raise ValueError("number out of range")
+        return value
+
     def parse(line: str):
         try:
-            v = json.loads(line, object_pairs_hook=_strict_pairs, parse_constant=_no_constants)
+            v = json.loads(line, object_pairs_hook=_strict_pairs, parse_constant=_no_constants,
+                           parse_float=_finite, parse_int=lambda t: int(_finite(t)) if len(t) > 300 else int(t))
         except ValueError:
             return None
         return v if isinstance(v, dict) else None

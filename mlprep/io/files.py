@@ -260,7 +260,9 @@ def json_line_reason(text: str, detailed: bool = True, limits: json_strict.Limit
     try:
         value = json.loads(text)
     except ValueError as e:
-        return f"malformed JSON: {e}" if detailed else "malformed JSON"
+        if not detailed:
+            return "malformed JSON"
+        return json_strict.reason(text, limits) or f"malformed JSON: {e}"  # e.g. NAN, which Python refuses
     if not isinstance(value, dict):
         return f"not a JSON object ({type(value).__name__})"
     return json_strict.reason(text, limits) or "malformed JSON"
@@ -356,7 +358,9 @@ def _settle_structure(engine: Engine, lines: str, sample: dict) -> tuple[dict, l
     any, the set-apart ones."""
     common = engine.fresh("parsed")
     engine.run(f"CREATE TABLE {common} AS {_parse_sql(sample, lines)}")
-    if not engine.one(f"SELECT count(*) FROM ({_odd(common, lines)} LIMIT 1)"):
+    # the flags alone first: joining back to the lines reads all their text (~0.4 µs a line)
+    if (not engine.one(f"SELECT count(*) FROM (SELECT 1 FROM {common} WHERE _x OR j IS NULL LIMIT 1)")
+            or not engine.one(f"SELECT count(*) FROM ({_odd(common, lines)} LIMIT 1)")):
         return sample, [common]
     apart = engine.fresh("apartlines")
     engine.run(f"CREATE TABLE {apart} AS {_odd(common, lines)}")

@@ -39,7 +39,10 @@ def write_small(folder: Path = HERE) -> None:
         f'{{"id": 9, "amount": 1, {ts}, "note": "NaN and Infinity in a string are fine"}}',
         f'{{"id": 10, "amount": 1e300, {ts}}}',
         f'{{"id": 11, "amount": 1, {ts}, "device": {{"os": "a", "os": "b"}}}}',
-        ok(12)])
+        ok(12),
+        f'{{"id": 13, "amount": NAN, {ts}}}',  # DuckDB takes the constants in any case
+        f'{{"id": 14, "amount": -iNf, {ts}}}',
+        f'{{"id": 15, "amount": INFINITY , {ts}}}'])
     _lines(folder / "deep.jsonl", [
         ok(1),
         f'{{"id": 2, "amount": 1, {ts}, "x": ' + "[" * 600 + "]" * 600 + "}",
