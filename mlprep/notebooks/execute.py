@@ -84,9 +84,27 @@ class _Stream:
         self._out(self.masker.flush())
 
 
+def _joined_streams(outputs: list) -> list:
+    """Consecutive stream outputs of one name as one (as Jupyter shows them): a secret printed
+    in pieces across writes is then whole for the masker."""
+    out: list = []
+    for o in outputs:
+        if (o.get("output_type") == "stream" and out and out[-1].get("output_type") == "stream"
+                and out[-1].get("name") == o.get("name")):
+            text = o.get("text", "")
+            out[-1]["text"] = "".join(out[-1].get("text", "")) + ("".join(text) if isinstance(text, list) else text)
+        else:
+            out.append(dict(o))
+    return out
+
+
 def _write_masked(source: Path, target: Path, masker: Masker) -> None:
     """The executed notebook with every secret form masked in its decoded strings."""
-    nb = masker.value(json.loads(source.read_text(encoding="utf-8")))
+    nb = json.loads(source.read_text(encoding="utf-8"))
+    for cell in nb.get("cells", []):
+        if cell.get("outputs"):
+            cell["outputs"] = _joined_streams(cell["outputs"])
+    nb = masker.value(nb)
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(target)
