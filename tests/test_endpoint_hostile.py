@@ -143,6 +143,43 @@ def test_slow_clients_are_cut_off_and_connections_are_bounded(server, model):
     assert _post(port, _row(model[1]))[0] == 200
 
 
+def _drip(c: socket.socket, head: bytes, seconds: float) -> tuple[bytes, float]:
+    """Send ``head``, then a byte every 0.3 s for ``seconds``; what came back, and when the
+    server closed the connection (seconds after the head)."""
+    c.sendall(head)
+    t = time.monotonic()
+    while time.monotonic() - t < seconds:
+        time.sleep(0.3)
+        try:
+            c.sendall(b"1")
+        except OSError:
+            break
+    c.settimeout(5)
+    got = b""
+    try:
+        while chunk := c.recv(4096):
+            got += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return got, time.monotonic() - t
+
+
+def test_a_drip_fed_header_line_or_body_runs_out_of_time(server, model):
+    """Each recv is armed with what is left of the deadline: a byte every 0.3 s does not keep a
+    header line or a body alive past its deadline (before: each byte reset the timeout)."""
+    port = server(header_timeout=1.0, body_timeout=1.0)
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    got, took = _drip(c, b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", 4.0)
+    c.close()
+    assert got == b"" and took < 4.0
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    got, took = _drip(c, b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/csv\r\n"
+                         b"Content-Length: 40\r\n\r\n", 4.0)
+    c.close()
+    assert b"200 OK" not in got and took < 4.0
+    assert _post(port, _row(model[1]))[0] == 200
+
+
 @pytest.mark.parametrize("body,ctype,message", [
     (b"0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25\n1,2", "text/csv", "row 2 has 2 values"),
     (b"nan" + b",1" * 25, "text/csv", "not a finite number: 'nan'"),

@@ -112,13 +112,33 @@ class _Deadline:
             raise TimeoutError("read deadline passed")
         self.sock.settimeout(left)
 
+    # the socket timeout bounds one recv: so each recv is armed with what is left of the deadline
     def readline(self, limit: int = -1) -> bytes:
-        self._arm()
-        return self.raw.readline(limit)
+        out = bytearray()
+        while limit < 0 or len(out) < limit:
+            self._arm()
+            data = self.raw.peek(1)  # what is buffered, or one recv
+            if not data:
+                break
+            end = data.find(b"\n") + 1 or len(data)
+            if limit >= 0:
+                end = min(end, limit - len(out))
+            out += self.raw.read(end)  # buffered already: no recv
+            if out.endswith(b"\n"):
+                break
+        return bytes(out)
 
     def read(self, n: int = -1) -> bytes:
-        self._arm()
-        return self.raw.read(n)
+        if n < 0:
+            raise ValueError("read to end of stream is not bounded")
+        out = bytearray()
+        while len(out) < n:
+            self._arm()
+            chunk = self.raw.read1(n - len(out))
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.raw, name)
