@@ -34,6 +34,8 @@ def parse_params(pairs: list[str] | None, files: list[str] | None = None, secret
 
 
 def _param_file(path: str) -> dict[str, Any]:
+    import yaml
+
     from mlprep.yamlconf import load_yaml
 
     p = Path(path)
@@ -41,8 +43,10 @@ def _param_file(path: str) -> dict[str, Any]:
         doc = load_yaml(p.read_text(encoding="utf-8"))
     except OSError as e:
         raise ConfigError(f"-f {path}", e.strerror or str(e)) from None
-    except (ValueError, ConfigError) as e:
-        raise ConfigError(f"-f {path}", f"not a YAML mapping: {str(e).splitlines()[0]}") from None
+    except (ValueError, ConfigError, yaml.YAMLError) as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"-f {path}", f"not a YAML mapping{at}: {str(e).splitlines()[0]}") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):

@@ -31,7 +31,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extra = {k: v for k, v in vars(record).items() if k not in _STD and not k.startswith("_")}
         tail = " ".join(f"{k}={'***' if SECRET.search(k) else v}" for k, v in extra.items())
-        return f"{record.levelname.lower()} {record.name}: {record.getMessage()}" + (f" {tail}" if tail else "")
+        line = f"{record.levelname.lower()} {record.name}: {record.getMessage()}" + (f" {tail}" if tail else "")
+        return line + ("\n" + self.formatException(record.exc_info) if record.exc_info else "")
 
 
 def setup(fmt: str = "text", level: str = "INFO") -> None:

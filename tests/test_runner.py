@@ -154,12 +154,21 @@ def test_a_failing_cell_is_reported_and_resume_continues_from_it(project):
                         "--resume", "r1", "--param", "b.api_token=abcd1234"], capture_output=True, text=True, cwd=tmp)
     assert p.returncode == 0, p.stderr
     s = json.loads((tmp / "runs" / "r1" / "summary.json").read_text())
-    assert [(st["name"], st["status"]) for st in s["stages"]] == [("a", "skipped"), ("b", "succeeded")]
+    # what stage a did earlier in this run stays on record (before: relabelled skipped, log replaced)
+    assert [(st["name"], st["status"]) for st in s["stages"]] == [("a", "succeeded"), ("b", "succeeded")]
+    assert s["stages"][0]["seconds"] > 0 and s["stages"][0]["attempts"] == 1
+    assert not (tmp / "runs" / "r1" / "logs" / "a.log").read_text().startswith("skipped")
     assert (tmp / "work" / "a_runs").read_text() == "1"
     assert p.stdout.strip().splitlines()[-1].endswith("r1/report.html")
     p = subprocess.run([sys.executable, "-m", "mlprep", "run", "--plan", str(plan), "--runs-dir", str(tmp / "runs"),
                         "--resume", "r1"], capture_output=True, text=True, cwd=tmp)
     assert p.returncode == 2 and "b.api_token: a secret is not kept with the run" in p.stderr
+    # a run id names a new folder under the runs folder: no other run's record is overwritten
+    for bad, says in (("r1", "run r1 exists"), ("../../evil", "letters, digits")):
+        p = subprocess.run([*cli[:-4], "--run-id", bad, "--param", "b.api_token=abcd1234"], capture_output=True,
+                           text=True, cwd=tmp)
+        assert p.returncode == 2 and says in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not (tmp.parent / "evil").exists()
 
 
 def test_a_dead_kernel_is_detected_and_retried(project):

@@ -117,7 +117,7 @@ def coerce(param: Param, value: Any, where: str) -> Any:
             raise ConfigError(field, f"expects int, got {value!r}")
         try:
             return int(str(value).replace("_", "")) if isinstance(value, str) else int(value)
-        except ValueError:
+        except (TypeError, ValueError):
             raise ConfigError(field, f"expects int, got {value!r}") from None
     if t == "float":
         if isinstance(value, bool):

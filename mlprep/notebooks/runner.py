@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets as _secrets
 import shutil
 import sys
@@ -38,6 +39,8 @@ from mlprep.notebooks import plan as plans
 
 RETRYABLE = ("dead_kernel", "timeout", "crashed")
 
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 @dataclass
 class StageResult:
@@ -98,6 +101,14 @@ def _write_json(path: Path, value: Any) -> None:
     tmp.replace(path)
 
 
+def _earlier_results(folder: Path) -> dict[str, dict]:
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {st["name"]: st for st in summary.get("stages", []) if isinstance(st, dict) and "name" in st}
+
+
 def _done_record(stage_dir: Path) -> dict | None:
     """The stage's completion record, only if whole (it holds the outputs)."""
     try:
@@ -121,6 +132,7 @@ class _Run:
     deadline: float | None
     masker: Masker
     secret_names: set[str]
+    earlier: dict[str, dict] = field(default_factory=dict)  # stage -> its entry in this run's summary
     results: list[StageResult] = field(default_factory=list)
 
 
@@ -196,8 +208,10 @@ class Runner:
         (status ``interrupted``); the result says where, for ``--resume``."""
         given, secret_names = dict(given or {}), set(secrets or [])
         if resume:
-            given, only, start_from, secret_names = self._resumed(resume, given, secret_names)
-            run_id = resume
+            given, only, start_from, secret_names, was_forced = self._resumed(resume, given, secret_names)
+            run_id, force = resume, force or was_forced
+        elif run_id is not None:
+            self._check_new_run_id(run_id)
         run_values, overrides = self.parameters(given)
         selected, needed = self._selection(only, start_from)
         run = self._open(run_id, given, only, start_from, selected, needed, run_values, force, timeout,
@@ -216,6 +230,14 @@ class Runner:
         self._say(f"run {run.run_id} {status}: {rep}")
         return RunResult(run.run_id, run.folder, status, run.results, summary, rep, stop)
 
+    def _check_new_run_id(self, run_id: str) -> None:
+        if not _RUN_ID.fullmatch(run_id):
+            raise ConfigError("--run-id", f"{run_id!r}: letters, digits, '.', '_' and '-' only (a folder name"
+                              " under the runs folder)")
+        if (self.runs / run_id).exists():
+            raise ConfigError("--run-id", f"run {run_id} exists in {self.runs}: --resume {run_id} continues it,"
+                              " or choose another id")
+
     def _resumed(self, resume: str, given: dict, secret_names: set[str]) -> tuple:
         try:
             saved = json.loads((self.runs / resume / "run.json").read_text())
@@ -229,7 +251,7 @@ class Runner:
             raise ConfigError(f"--param {missing[0]}", "a secret is not kept with the run: pass it again "
                               f"(--secret {missing[0]})")
         given = {**{k: v for k, v in saved["parameters"].items() if v != MASK}, **given}
-        return given, saved.get("only"), saved.get("from"), secret_names
+        return given, saved.get("only"), saved.get("from"), secret_names, bool(saved.get("force"))
 
     def _selection(self, only: list[str] | None, start_from: str | None) -> tuple[set[str], set[str]]:
         """(selected stages, stages whose results they need: the selection and its upstreams)."""
@@ -256,12 +278,14 @@ class Runner:
         secret_keys = {k for k in given if self._is_secret(k, secret_names)}
         masker = Masker([str(given[k]) for k in secret_keys])
         masked = {k: (MASK if k in secret_keys else v) for k, v in given.items()}
+        earlier = _earlier_results(folder)  # a resumed run keeps what its stages did before
         _write_json(folder / "run.json", {"plan": str(self.plan.path), "parameters": masked, "only": only,
-                                          "from": start_from, "secrets": sorted(secret_names), "created": _now()})
+                                          "from": start_from, "force": force, "secrets": sorted(secret_names),
+                                          "created": _now()})
         scope = {**run_values, "root": str(self.plan.root), "run_dir": str(folder)}
         deadline = time.monotonic() + timeout if timeout else None
         return _Run(run_id, folder, selected, needed, scope, _code_fingerprint(self.plan.root), force, deadline,
-                    masker, secret_names)
+                    masker, secret_names, earlier)
 
     def _stages(self, run: _Run, overrides: dict[str, dict[str, Any]]) -> str:
         status = "running"
@@ -304,6 +328,11 @@ class Runner:
         label = f"[{i}/{len(self.plan.stages)}] {stage.name}"
         selected = stage.name in run.selected
         rec = _done_record(stage_dir)
+        before = run.earlier.get(stage.name, {})
+        if rec is not None and rec["run_id"] == run.run_id and before.get("status") == "succeeded":
+            self._say(f"{label}: done earlier in this run")  # its log and figures stay as they were
+            return StageResult(stage.name, "succeeded", before.get("seconds", 0.0), str(out_nb), str(log), key,
+                               before.get("attempts", 1), outputs=rec["outputs"])
         if rec is not None and not (run.force and selected):
             if Path(rec["notebook"]).is_file() and Path(rec["notebook"]) != out_nb:
                 shutil.copyfile(rec["notebook"], out_nb)
