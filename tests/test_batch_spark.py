@@ -225,3 +225,22 @@ def test_lines_that_are_not_strict_json_are_quarantined_as_the_embedded_engine_d
     qb = pd.read_parquet(du.summary["quarantine"]["file"])
     assert dict(zip(qa["position"], qa["reason"], strict=True)) == dict(zip(qb["position"], qb["reason"], strict=True))
     assert sorted(read_output(str(tmp_path / "spark" / "t"))["id"]) == [1, 9, 10, 12]
+
+
+def test_text_that_casts_to_nan_is_quarantined_as_the_embedded_engine_does(spark, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("id,amount\n1,2.5\n2,NaN\n3,inf\n4,1e999\n5,7\n")
+    steps = [{"apply_mapping": {"input": "r", "mappings": [["id", "string", "id", "long"],
+                                                           ["amount", "string", "amount", "double"]]}}]
+
+    def cfg(tag):
+        return {"name": "t", "sources": {"r": {"format": "csv", "path": str(tmp_path / "in")}}, "steps": steps,
+                "output": {"input": "r", "path": str(tmp_path / tag / "t"), "quarantine": str(tmp_path / tag / "q")}}
+
+    du = run_job(cfg("duck"), progress=False)
+    sp = run_job_spark(cfg("spark"), spark=spark, progress=False)
+    assert sp.rows == du.rows == {"read": 5, "written": 2, "quarantined": 3, "deduplicated": 0, "filtered": 0}
+    qa = pd.read_parquet(sp.summary["quarantine"]["file"]).sort_values("position")
+    qb = pd.read_parquet(du.summary["quarantine"]["file"]).sort_values("position")
+    assert qa[["position", "reason"]].values.tolist() == qb[["position", "reason"]].values.tolist()
+    assert sorted(read_output(str(tmp_path / "spark" / "t"))["amount"]) == [2.5, 7.0]

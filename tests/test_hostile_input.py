@@ -207,3 +207,46 @@ def test_stream_events_that_are_not_strict_json_are_dead_letters(small_data, tmp
         (11, "unparseable: NaN is not JSON"), (12, "unparseable: nested 1001 levels deep (max_depth 32)"),
         (13, "unparseable: nested 100000 levels deep (max_depth 32)"), (14, "unparseable: -INF is not JSON")]
     assert s["events"] == 54 and s["dead_letters"] == 4
+
+
+def test_text_that_casts_to_nan_or_infinity_is_a_failed_cast(tmp_path):
+    """"NaN", "inf", "1e999" as text are no number to add up: quarantined as failed casts, in CSV
+    and in JSON strings alike (before: written as NaN / inf)."""
+    (tmp_path / "a.csv").write_text("id,amount,ts\n1,1.5,2026-11-01T10:00:00\n2,NaN,2026-11-01T10:00:00\n"
+                                    "3,inf,2026-11-01T10:00:00\n4,1e999,2026-11-01T10:00:00\n5,-Infinity,2026-11-01T10:00:00\n")
+    _, q, out = _run(_job(tmp_path / "c", tmp_path / "a.csv", fmt="csv"))
+    assert q == {"record 2": "amount: cannot cast NaN to double", "record 3": "amount: cannot cast inf to double",
+                 "record 4": "amount: cannot cast 1e999 to double", "record 5": "amount: cannot cast -Infinity to double"}
+    assert out["amount"].tolist() == [1.5]
+    (tmp_path / "b.jsonl").write_text('{"id": 1, "amount": "2.5", "ts": "2026-11-01T10:00:00"}\n'
+                                      '{"id": 2, "amount": "nan", "ts": "2026-11-01T10:00:00"}\n')
+    _, q, out = _run(_job(tmp_path / "j", tmp_path / "b.jsonl"))
+    assert q == {"line 2": "amount: cannot cast nan to double"} and out["amount"].tolist() == [2.5]
+
+
+def test_a_far_future_event_or_a_nan_text_is_a_dead_letter_not_a_poison(small_data, tmp_path):
+    """One event dated 9999 would move the watermark past every later event (all late); the text
+    "NaN" or "1e999" in a double field would make every sum NaN / inf. Both are dead letters and
+    the features are those of the stream without them."""
+    from mlprep.stream.runner import run_stream
+
+    good = small_data.events.read_text().splitlines()[:300]
+    rec = json.loads(good[0])
+    bad = [json.dumps({**rec, "ts": "9999-12-31T23:59:59Z"}), json.dumps({**rec, "amount": "NaN"}),
+           json.dumps({**rec, "amount": "1e999"}), json.dumps({**rec, "ts": "1850-01-01T00:00:00Z"})]
+    (tmp_path / "clean.jsonl").write_text("\n".join(good) + "\n")
+    (tmp_path / "ev.jsonl").write_text("\n".join(good[:10] + bad + good[10:]) + "\n")
+    spec = ROOT / "conf" / "features" / "transactions.yaml"
+    clean = run_stream(spec, str(tmp_path / "clean.jsonl"), tmp_path / "c", progress=False)
+    s = run_stream(spec, str(tmp_path / "ev.jsonl"), tmp_path / "o", progress=False)
+    dead = pl.read_parquet(tmp_path / "o" / "dead_letters" / "*.parquet").sort("_pos")
+    assert dead.select("_pos", "reason").rows()[:4] == [
+        (11, "event time ts outside the years 1900-2200"), (12, "amount is not a finite number"),
+        (13, "amount is not a finite number"), (14, "event time ts outside the years 1900-2200")]
+    assert s["dead_letters"] == clean["dead_letters"] + 4 and min(dead["_pos"][4:], default=15) > 14
+    assert s["late"] == clean["late"] and s["emitted"] == clean["emitted"]
+    for name in ("user_txn_features_5m",):
+        when = ["write_time", "api_invocation_time"]  # wall-clock times of the two runs
+        a = pl.read_parquet(tmp_path / "o" / "offline" / name / "**" / "*.parquet").drop(when)
+        b = pl.read_parquet(tmp_path / "c" / "offline" / name / "**" / "*.parquet").drop(when)
+        assert a.sort(a.columns).equals(b.sort(b.columns))

@@ -422,9 +422,12 @@ class SparkRun(batch_job._Run):
                           record_cols=[c for c in _data_cols(rel.df) if not c.startswith("__json_")])
 
     def _in_years(self, cast, spark_t: str):
-        """A timestamp or date outside the job's years is no value (as the embedded engine does)."""
+        """A timestamp or date outside the job's years, or a cast that gives NaN or an infinity
+        (the text "NaN"), is no value (as the embedded engine does)."""
         from pyspark.sql import functions as F
 
+        if spark_t.lower() in ("double", "float"):
+            return F.when(~F.isnan(cast) & (F.abs(cast) != float("inf")), cast)
         if spark_t.lower() not in ("timestamp", "timestamp_ntz", "date"):
             return cast
         lo, hi = self.ctx.years
@@ -434,6 +437,8 @@ class SparkRun(batch_job._Run):
         from pyspark.sql import functions as F
 
         failed = F.concat(F.lit(f"{name}: cannot cast "), text, F.lit(f" to {type_name}"))
+        if type_name.lower() in ("double", "float"):  # no value: not a number, or NaN / infinite
+            return failed
         lo, hi = self.ctx.years
         return F.when(cast.isNull(), failed).otherwise(
             F.concat(F.lit(f"{name}: "), text, F.lit(f" is outside the years {lo}-{hi}")))

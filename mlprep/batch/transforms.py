@@ -226,6 +226,8 @@ def _cast(text: str, source_type: str, target: str, years: tuple[int, int] | Non
         cast = f"try_cast({text} AS {target})"
     if years and target in TEMPORAL:  # year 1 or 99999 is a typo, not a time: no value at all
         return f"CASE WHEN year({cast}) BETWEEN {int(years[0])} AND {int(years[1])} THEN {cast} END"
+    if target in ("DOUBLE", "FLOAT", "REAL"):  # the text "NaN" or "1e999" is no number to add up
+        return f"CASE WHEN isfinite({cast}) THEN {cast} END"
     return cast
 
 
