@@ -224,3 +224,15 @@ def test_only_loopback_host_names_are_served(server, model, host, ok):
 def test_allow_remote_serves_any_host_name(server, model):
     port = server(allow_remote=True)
     assert _post(port, _row(model[1]), host="my-laptop.lan:8080")[0] == 200
+
+
+def test_a_header_given_twice_is_refused(server, model):
+    """Two Host headers (a loopback one first, to pass the check) or two Content-Lengths (a
+    smuggling classic): 400, connection closed (before: the first one won)."""
+    port = server()
+    body = _row(model[1])
+    for extra in (b"Host: evil.example\r\n", b"Content-Length: 1\r\n"):
+        out = _raw(port, b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/csv\r\n" + extra
+                   + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        assert out.startswith(b"HTTP/1.1 400") and b"given more than once" in out, out[:120]
+    assert _post(port, body)[0] == 200

@@ -250,3 +250,37 @@ def test_a_far_future_event_or_a_nan_text_is_a_dead_letter_not_a_poison(small_da
         a = pl.read_parquet(tmp_path / "o" / "offline" / name / "**" / "*.parquet").drop(when)
         b = pl.read_parquet(tmp_path / "c" / "offline" / name / "**" / "*.parquet").drop(when)
         assert a.sort(a.columns).equals(b.sort(b.columns))
+
+
+def test_a_file_saved_with_a_byte_order_mark_keeps_its_first_record(small_data, tmp_path):
+    """Windows tools write U+FEFF first: it is not part of record 1 (before: quarantined, and the
+    stream's first event a dead letter), on both line splitters."""
+    from mlprep.stream.runner import run_stream
+
+    rec = b'{"id": %d, "amount": 1.5, "ts": "2026-11-01T10:00:00"}\n'
+    (tmp_path / "a.jsonl").write_bytes(b"\xef\xbb\xbf" + rec % 1 + rec % 2)
+    (tmp_path / "b.jsonl").write_bytes(b"\xef\xbb\xbf" + rec % 1 + b"\xff" + rec % 2 + rec % 3)  # exact splitter
+    _, q, out = _run(_job(tmp_path / "a", tmp_path / "a.jsonl"))
+    assert q == {} and sorted(out["id"]) == [1, 2]
+    _, q, out = _run(_job(tmp_path / "b", tmp_path / "b.jsonl"))
+    assert q == {"line 2": "invalid UTF-8"} and sorted(out["id"]) == [1, 3]
+    events = small_data.events.read_bytes().splitlines(keepends=True)[:20]
+    (tmp_path / "ev.jsonl").write_bytes(b"\xef\xbb\xbf" + b"".join(events))
+    s = run_stream(ROOT / "conf" / "features" / "transactions.yaml", str(tmp_path / "ev.jsonl"), tmp_path / "o")
+    assert s["events"] == 20 and s["dead_letters"] == 0
+
+
+def test_a_changed_file_is_read_again_whole_with_a_warning(tmp_path, caplog):
+    """Appending to a file already read re-reads it (as Glue's bookmarks do): the run says so."""
+    (tmp_path / "in").mkdir()
+    rec = '{"id": %d, "amount": 1.5, "ts": "2026-11-01T10:00:00"}\n'
+    (tmp_path / "in" / "a.jsonl").write_text(rec % 1)
+    cfg = _job(tmp_path, tmp_path / "in")
+    _run(cfg)
+    assert "changed since the bookmark" not in caplog.text
+    with open(tmp_path / "in" / "a.jsonl", "a") as f:
+        f.write(rec % 2)
+    with caplog.at_level("WARNING", logger="mlprep.batch"):
+        r, _, out = _run(cfg)
+    assert "source r: 1 file(s) changed since the bookmark" in caplog.text and r.rows["read"] == 2
+    assert sorted(set(out["id"])) == [1, 2]

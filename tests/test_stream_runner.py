@@ -138,6 +138,9 @@ def test_block_size_replays_a_small_file_as_a_stream(small_data, tmp_path):
             pl.col("kind") == "final").sort("user_id", "window_start").select("user_id", "window_start", "txn_count_5m"))
     bad = subprocess.run([*cli, "--out", str(tmp_path / "x"), "--block-size", "lots"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--block-size: expected a size" in bad.stderr
+    huge = subprocess.run([*cli, "--out", str(tmp_path / "y"), "--block-size", "100G"], capture_output=True, text=True)
+    assert huge.returncode == 2 and "--block-size: must be 1 byte to 2 GiB" in huge.stderr  # was a MemoryError
+    assert len(huge.stderr.strip().splitlines()) == 1
 
 
 def test_summary_time_includes_the_last_write(small_data, tmp_path, monkeypatch):
@@ -161,6 +164,12 @@ def test_a_finished_run_restarts_even_without_its_summary_file(small_data, tmp_p
     (tmp_path / "o" / "summary.json").unlink()  # killed after the last checkpoint, before the file
     again = run_stream(SPEC, str(small_data.events), tmp_path / "o", checkpoint=tmp_path / "chk")
     assert again == s and json.loads((tmp_path / "o" / "summary.json").read_text()) == s
+    # the checkpoint belongs to that source: another one is refused, not answered with the old summary
+    other = tmp_path / "other.jsonl"
+    other.write_text("\n".join(small_data.events.read_text().splitlines()[:100]) + "\n")
+    p = subprocess.run([sys.executable, "-m", "mlprep", "stream", "run", str(SPEC), "--source", str(other), "--out",
+                        str(tmp_path / "o"), "--checkpoint", str(tmp_path / "chk")], capture_output=True, text=True)
+    assert p.returncode == 2 and "made by a run over" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
 def _offline(out, suffix="5m"):

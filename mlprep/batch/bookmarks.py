@@ -8,9 +8,12 @@ published, never before and never without it.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from mlprep.io.fs import FileInfo
+
+log = logging.getLogger("mlprep.batch")
 
 
 def empty() -> dict[str, Any]:
@@ -18,8 +21,15 @@ def empty() -> dict[str, Any]:
 
 
 def new_files(state: dict[str, Any], source: str, files: list[FileInfo]) -> list[FileInfo]:
+    """Files not read before, or changed since (read again whole, as Glue's bookmarks do)."""
     seen = state.get("sources", {}).get(source, {}).get("files", {})
-    return [f for f in files if seen.get(f.url) != {"size": f.size, "version": f.version}]
+    todo = [f for f in files if seen.get(f.url) != {"size": f.size, "version": f.version}]
+    changed = [f.url for f in todo if f.url in seen]
+    if changed:
+        log.warning(f"source {source}: {len(changed)} file(s) changed since the bookmark ({changed[0]}): read again"
+                    " whole, so rows published from it before may now be in the table twice; for an append-only"
+                    " log write new files, or `bookmark reset` to rebuild the table")
+    return todo
 
 
 def last_key(state: dict[str, Any], source: str) -> Any:

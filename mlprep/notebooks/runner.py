@@ -223,6 +223,9 @@ class Runner:
         except Interrupted as e:
             stop, status = e, "interrupted"
             self._mark_interrupted(run, e)
+        except BaseException:  # e.g. stdout closed under us (`| head`): the record must not say running
+            self._write_summary(run, "failed")
+            raise
         summary = self._write_summary(run, status)
         from mlprep.notebooks import report
 

@@ -249,6 +249,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(code, json.dumps({"error": message}).encode())
 
     def _refused_host(self) -> bool:
+        for name in ("Host", "Content-Length"):  # given twice, proxies and this server could disagree
+            if len(self.headers.get_all(name) or []) > 1:
+                self.close_connection = True
+                self._error(400, f"{name} given more than once")
+                return True
         if self.server.limits.allow_remote or _host_allowed(self.headers.get("Host")):
             return False
         self.close_connection = True

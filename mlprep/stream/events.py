@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 import polars as pl
@@ -19,6 +20,7 @@ from mlprep.stream.engine import POS, SEQ, T
 from mlprep.stream.spec import FeatureSpec
 
 _POLARS = {"string": pl.String, "double": pl.Float64, "long": pl.Int64, "boolean": pl.Boolean}
+BOM = b"\xef\xbb\xbf"
 DEAD_SCHEMA = {"source": pl.String, POS: pl.Int64, "reason": pl.String, "record": pl.String}
 
 
@@ -41,6 +43,8 @@ def parse_block(block: bytes, first_line: int, seq0: int, spec: FeatureSpec, sou
     cols = [*spec.entity, spec.event_time.field, *spec.fields]
     schema = dict.fromkeys(cols, pl.String)
     lines = None
+    if first_line == 1 and block.startswith(BOM):  # a file saved "with BOM": white space to JSON
+        block = b"   " + block[len(BOM):]
     try:
         df = _read(block, schema)
         n_lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
@@ -109,10 +113,15 @@ def _typed(df: pl.DataFrame, seq0: int, spec: FeatureSpec, source: str, dead_row
                             for c, ty in spec.fields.items() if ty != "string"]
     df = df.with_columns(typed)
     conds = [(pl.col(k).is_null(), f"missing key {k}") for k in spec.entity]
+    lo, hi = spec.event_time.min_year, spec.event_time.max_year
+    bounds = [int(datetime(y, 1, 1, tzinfo=UTC).timestamp() * 1000) for y in (lo, hi + 1) if y <= 9999] + [2**62]
     conds += [(pl.col(tf).is_null(), f"missing event time {tf}"),
-              (pl.col(T).is_null(), f"bad event time {tf}")]
+              (pl.col(T).is_null(), f"bad event time {tf}"),
+              (~pl.col(T).is_between(bounds[0], bounds[1], closed="left"), f"event time {tf} outside the years {lo}-{hi}")]
     conds += [(pl.col(c).is_not_null() & pl.col(f"_typed_{c}").is_null(), f"wrong type for {c} (expected {ty})")
               for c, ty in spec.fields.items() if ty != "string"]
+    conds += [(~pl.col(f"_typed_{c}").is_finite(), f"{c} is not a finite number")  # the text "NaN", "1e999"
+              for c, ty in spec.fields.items() if ty == "double"]
     reason = pl.when(conds[0][0]).then(pl.lit(conds[0][1]))
     for c, r in conds[1:]:
         reason = reason.when(c).then(pl.lit(r))

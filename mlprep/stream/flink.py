@@ -71,6 +71,15 @@ def _interval(ms: int) -> str:
     return f"INTERVAL '{ms / 1000:g}' SECOND"
 
 
+_DOUBLE_MAX = "1.7976931348623157E308"
+
+
+def _in_years(spec: FeatureSpec) -> str:
+    """The event time, NULL outside the spec's years (so it never moves the watermark)."""
+    t, et = _time_expr(spec), spec.event_time
+    return f"CASE WHEN EXTRACT(YEAR FROM {t}) BETWEEN {int(et.min_year)} AND {int(et.max_year)} THEN {t} END"
+
+
 def _time_expr(spec: FeatureSpec) -> str:
     f = f"`{spec.event_time.field}`"
     if spec.event_time.format == "iso8601":  # 2026-11-01T00:00:12.345Z, as UTC
@@ -102,17 +111,18 @@ def compile_sql(spec: FeatureSpec, source: Endpoint, sink: Endpoint, parallelism
     cols = ",\n  ".join(f"`{c}` STRING" for c in raw_cols)
     bound = _interval(spec.max_out_of_orderness) if spec.max_out_of_orderness else "INTERVAL '0' SECOND"
     lines.append(f"CREATE TEMPORARY TABLE {name}_source (\n  {cols},\n"
-                 f"  event_time AS COALESCE({_time_expr(spec)}, TIMESTAMP '1970-01-01 00:00:00'),\n"
+                 f"  event_time AS COALESCE({_in_years(spec)}, TIMESTAMP '1970-01-01 00:00:00'),\n"
                  f"  WATERMARK FOR event_time AS event_time - {bound}\n) WITH (\n  {_with(source.properties('source'))}\n);\n")
     typed = [f"`{k}`" for k in spec.entity]
     checks = [f"`{k}` IS NOT NULL" for k in spec.entity]
-    checks.append(f"{_time_expr(spec)} IS NOT NULL")
+    checks.append(f"{_in_years(spec)} IS NOT NULL")  # as the embedded engine's dead letters
     for c, t in spec.fields.items():
         if t == "string":
             typed.append(f"`{c}`")
         else:
             typed.append(f"TRY_CAST(`{c}` AS {_TYPE[t]}) AS `{c}`")
-            checks.append(f"(`{c}` IS NULL OR TRY_CAST(`{c}` AS {_TYPE[t]}) IS NOT NULL)")
+            checks.append(f"(`{c}` IS NULL OR TRY_CAST(`{c}` AS {_TYPE[t]}) IS NOT NULL)" if t != "double" else
+                          f"(`{c}` IS NULL OR ABS(TRY_CAST(`{c}` AS DOUBLE)) <= {_DOUBLE_MAX})")  # not NaN or inf
     lines.append(f"CREATE TEMPORARY VIEW {name}_typed AS\nSELECT {', '.join(typed)}, event_time\n"
                  f"FROM {name}_source\nWHERE " + "\n  AND ".join(checks) + ";\n")
     lines.append(f"CREATE TEMPORARY VIEW {name}_events AS\nSELECT * FROM {name}_typed"

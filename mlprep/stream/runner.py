@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
+from mlprep.errors import SourceError
 from mlprep.faults import fault
 from mlprep.stream.checkpoint import Checkpointer, drop_uncommitted
 from mlprep.stream.engine import Aggregator, BatchResult, load_state, save_state
@@ -68,6 +69,16 @@ class _Sinks:
             parts.clear()
 
 
+def _check_checkpoint(meta: dict, source: str, checkpoint: str | Path | None) -> None:
+    """A checkpoint continues the run it was made by: over the same source."""
+    if meta.get("source") not in (None, source):
+        raise SourceError(f"--checkpoint {checkpoint}: made by a run over {meta['source']}, not {source}"
+                          " (use another --checkpoint folder)")
+    if meta.get("finished"):
+        log.warning(f"--checkpoint {checkpoint}: that run finished; nothing is read (a new --checkpoint"
+                    " folder reads the source again)")
+
+
 def run_stream(spec: str | Path | dict | FeatureSpec, source: str, out: str | Path, *,
                block_bytes: int = 4 << 20, speedup: float | None = None, progress: bool = False,
                checkpoint: str | Path | None = None, checkpoint_every: int = 25) -> dict[str, Any]:
@@ -87,6 +98,7 @@ def run_stream(spec: str | Path | dict | FeatureSpec, source: str, out: str | Pa
     n, position, seq, blocks, lags = 0, None, 0, 0, []
     if latest is not None:
         n, folder, meta = latest
+        _check_checkpoint(meta, source, checkpoint)
         if meta.get("finished"):  # done before: its summary is kept in the checkpoint too
             _write_summary(out, meta["summary"])
             return meta["summary"]

@@ -24,6 +24,9 @@ class Block:
     frame: Any = None  # a polars DataFrame instead of lines (Parquet replay)
 
 
+MAX_BLOCK = 2 << 30
+
+
 def open_source(url: str, position: dict[str, Any] | None = None, block_bytes: int = 4 << 20):
     """``kinesis://STREAM`` or a JSON-lines path, resumed at ``position`` (from a checkpoint)."""
     if url.startswith("kinesis://"):
@@ -36,8 +39,8 @@ def open_source(url: str, position: dict[str, Any] | None = None, block_bytes: i
         return ParquetReplay(url, pos.get("row", 0))
     if fs.isdir(path):
         raise SourceError(f"--source: {url} is a folder without Parquet files (give a JSON-lines file)")
-    if block_bytes < 1:
-        raise SourceError(f"--block-size: must be at least 1 byte, got {block_bytes}")
+    if not 1 <= block_bytes <= MAX_BLOCK:  # a block is read whole into memory (and parsed as a frame)
+        raise SourceError(f"--block-size: must be 1 byte to {MAX_BLOCK >> 30} GiB, got {block_bytes}")
     return JsonlReplay(url, block_bytes, pos.get("offset", 0), pos.get("line", 1))
 
 

@@ -99,6 +99,10 @@ class Aggregation(_Model):
 class EventTime(_Model):
     field: str
     format: Literal["iso8601", "epoch_ms", "epoch_s"] = "iso8601"
+    # a time outside these years is a typo, and one far-future event would move the watermark
+    # past every later event: such events are dead letters (as the batch job's timestamps range)
+    min_year: int = Field(1900, ge=1, le=9999)
+    max_year: int = Field(2200, ge=1, le=9999)
 
 
 class FeatureSpec(_Model):
