@@ -141,6 +141,7 @@ def test_mistakes_are_one_line_and_come_before_any_heavy_import(project):
         (["--resume", "NO_SUCH_ID"], "error: --resume: no run 'NO_SUCH_ID' in"),
         (["-f", str(tmp / "missing.yaml")], "error: -f " + str(tmp / "missing.yaml") + ": No such file"),
         (["--secret", "job.api_token"], "error: --secret job.api_token: set MLPREP_SECRET_JOB_API_TOKEN"),
+        (["--from", "nostage"], "error: --from: no stage 'nostage'"),
         (["-f", str(tmp / "broken.yaml")], "error: -f " + str(tmp / "broken.yaml") + ": not a YAML mapping (line 2)"),
         (["-f", str(tmp / "listed.yaml")], "error: --param job.n: stage job: parameter n: expects int, got [1, 2]"
          .replace("--param job.n: ", "")),

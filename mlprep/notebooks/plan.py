@@ -56,11 +56,11 @@ class Plan:
     parameters: dict[str, RunParam]
     stages: list[Stage]
 
-    def stage(self, name: str) -> Stage:
+    def stage(self, name: str, option: str = "--only") -> Stage:
         for s in self.stages:
             if s.name == name:
                 return s
-        raise ConfigError("--only", f"no stage {name!r} (stages: {', '.join(s.name for s in self.stages)})")
+        raise ConfigError(option, f"no stage {name!r} (stages: {', '.join(s.name for s in self.stages)})")
 
 
 def load(path: str | Path, root: str | Path | None = None) -> Plan:

@@ -259,8 +259,10 @@ class Runner:
     def _selection(self, only: list[str] | None, start_from: str | None) -> tuple[set[str], set[str]]:
         """(selected stages, stages whose results they need: the selection and its upstreams)."""
         names = [s.name for s in self.plan.stages]
-        for n in (only or []) + ([start_from] if start_from else []):
+        for n in only or []:
             self.plan.stage(n)
+        if start_from:
+            self.plan.stage(start_from, "--from")
         selected = set(only or names)
         if start_from:
             selected &= set(names[names.index(start_from):])
