@@ -33,7 +33,7 @@ from typing import Any
 from mlprep.errors import ConfigError
 from mlprep.interrupts import Interrupted
 from mlprep.logs import SECRET
-from mlprep.masking import MASK, Masker
+from mlprep.masking import MASK, MIN_LENGTH, Masker
 from mlprep.notebooks import execute, inspection, outputs
 from mlprep.notebooks import plan as plans
 
@@ -282,6 +282,8 @@ class Runner:
         (folder / "logs").mkdir(parents=True, exist_ok=True)
         secret_keys = {k for k in given if self._is_secret(k, secret_names)}
         masker = Masker([str(given[k]) for k in secret_keys])
+        for k in sorted(k for k in secret_keys if 0 < len(str(given[k])) < MIN_LENGTH):
+            self._say(f"warning: secret {k} is shorter than {MIN_LENGTH} characters: it is not masked in outputs")
         masked = {k: (MASK if k in secret_keys else v) for k, v in given.items()}
         earlier = _earlier_results(folder)  # a resumed run keeps what its stages did before
         _write_json(folder / "run.json", {"plan": str(self.plan.path), "parameters": masked, "only": only,
