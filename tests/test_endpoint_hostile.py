@@ -183,6 +183,7 @@ def test_a_drip_fed_header_line_or_body_runs_out_of_time(server, model):
 @pytest.mark.parametrize("body,ctype,message", [
     (b"0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25\n1,2", "text/csv", "row 2 has 2 values"),
     (b"nan" + b",1" * 25, "text/csv", "not a finite number: 'nan'"),
+    (b"1O" + b",1" * 25, "text/csv", "row 1, column 1: not a number: '1O'"),  # not a header row
     (b"inf" + b",1" * 25, "text/csv", "not a finite number: 'inf'"),
     (b"1e400" + b",1" * 25, "text/csv", "not a finite number: '1e400'"),
     (b"1" + b",1" * 25 + b"\nabc" + b",1" * 25, "text/csv", "row 2, column 1: not a number: 'abc'"),

@@ -51,7 +51,8 @@ def _cell(text: str, row: int, col: int) -> float:
 
 def _csv(text: str) -> pd.DataFrame:
     rows = [r for r in csv.reader(io.StringIO(text)) if r]
-    header = rows[0] if not all(_is_number(c) for c in rows[0]) else None
+    # a header is names only: a row of numbers with a typo in it is a data row with a bad cell
+    header = rows[0] if not any(_is_number(c) for c in rows[0]) else None
     body = rows[1:] if header else rows
     width = len(header or rows[0])
     for i, r in enumerate(body, 2 if header else 1):
