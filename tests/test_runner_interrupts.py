@@ -232,3 +232,14 @@ def test_the_stream_masker_catches_a_secret_split_across_writes():
     assert out == "user=*** done\n***\n"
     m = StreamMasker(["hunter2-xyz"])
     assert m.feed("nothing secret here\n") == "nothing secret here\n"  # no hold-back without a prefix
+
+
+def test_a_secret_too_short_to_mask_is_named_in_a_warning(tmp_path):
+    (tmp_path / "nb").mkdir()
+    _notebook(tmp_path / "nb" / "s.ipynb", 'api_token: str = ""', "print(len(api_token))\n")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("stages:\n  - name: s\n    notebook: nb/s.ipynb\n")
+    p = subprocess.run(_cli(tmp_path, plan, "--secret", "s.api_token"), cwd=tmp_path, capture_output=True,
+                       text=True, env={**os.environ, "MLPREP_SECRET_S_API_TOKEN": "ab"})
+    assert p.returncode == 0, p.stderr
+    assert "warning: secret s.api_token is shorter than 4 characters: it is not masked in outputs" in p.stderr
