@@ -182,19 +182,22 @@ def test_transforms_match_the_embedded_engine(name, json_check, spark, tmp_path)
     assert norm[0](a) == norm[0](b)
 
 
+def _on_both_engines(spark, tmp_path, source: dict, steps: list, **spark_args):
+    """One job on the embedded engine and on Spark, each into its own folder: (duck, spark)."""
+    def cfg(tag):
+        return {"name": "t", "sources": {"r": source}, "steps": steps,
+                "output": {"input": "r", "path": str(tmp_path / tag / "t"), "quarantine": str(tmp_path / tag / "q")}}
+
+    return run_job(cfg("duck"), progress=False), run_job_spark(cfg("spark"), spark=spark, progress=False, **spark_args)
+
+
 def test_csv_malformed_rows_match_the_embedded_engine(spark, tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.csv").write_text("id,amount\n1,2.5\n2,3.0,EXTRA\n3,abc\n4,\n5,7\n")
     steps = [{"apply_mapping": {"input": "r", "mappings": [["id", "string", "id", "long"],
                                                            ["amount", "string", "amount", "double"]]}},
              {"require": {"input": "r", "columns": ["amount"]}}]
-
-    def cfg(tag):
-        return {"name": "t", "sources": {"r": {"format": "csv", "path": str(tmp_path / "in")}}, "steps": steps,
-                "output": {"input": "r", "path": str(tmp_path / tag / "t"), "quarantine": str(tmp_path / tag / "q")}}
-
-    du = run_job(cfg("duck"), progress=False)
-    sp = run_job_spark(cfg("spark"), spark=spark, progress=False)
+    du, sp = _on_both_engines(spark, tmp_path, {"format": "csv", "path": str(tmp_path / "in")}, steps)
     assert sp.rows == du.rows == {"read": 5, "written": 2, "quarantined": 3, "deduplicated": 0, "filtered": 0}
     qa = pd.read_parquet(sp.summary["quarantine"]["file"]).sort_values("position")
     qb = pd.read_parquet(du.summary["quarantine"]["file"]).sort_values("position")
@@ -213,13 +216,8 @@ def test_lines_that_are_not_strict_json_are_quarantined_as_the_embedded_engine_d
     corpus = Path(__file__).parent / "data" / "hostile" / "not_strict.jsonl"
     mapping = [["id", "long", "id", "long"], ["amount", "double", "amount", "double"], ["ts", "string", "ts", "timestamp"]]
 
-    def cfg(tag):
-        return {"name": "t", "sources": {"r": {"format": "jsonl", "path": str(corpus)}},
-                "steps": [{"apply_mapping": {"input": "r", "mappings": mapping}}],
-                "output": {"input": "r", "path": str(tmp_path / tag / "t"), "quarantine": str(tmp_path / tag / "q")}}
-
-    du = run_job(cfg("duck"), progress=False)
-    sp = run_job_spark(cfg("spark"), spark=spark, progress=False, json_check=json_check)
+    du, sp = _on_both_engines(spark, tmp_path, {"format": "jsonl", "path": str(corpus)},
+                              [{"apply_mapping": {"input": "r", "mappings": mapping}}], json_check=json_check)
     assert sp.rows == du.rows == {"read": 15, "written": 4, "quarantined": 11, "deduplicated": 0, "filtered": 0}
     qa = pd.read_parquet(sp.summary["quarantine"]["file"])
     qb = pd.read_parquet(du.summary["quarantine"]["file"])
@@ -232,13 +230,7 @@ def test_text_that_casts_to_nan_is_quarantined_as_the_embedded_engine_does(spark
     (tmp_path / "in" / "a.csv").write_text("id,amount\n1,2.5\n2,NaN\n3,inf\n4,1e999\n5,7\n")
     steps = [{"apply_mapping": {"input": "r", "mappings": [["id", "string", "id", "long"],
                                                            ["amount", "string", "amount", "double"]]}}]
-
-    def cfg(tag):
-        return {"name": "t", "sources": {"r": {"format": "csv", "path": str(tmp_path / "in")}}, "steps": steps,
-                "output": {"input": "r", "path": str(tmp_path / tag / "t"), "quarantine": str(tmp_path / tag / "q")}}
-
-    du = run_job(cfg("duck"), progress=False)
-    sp = run_job_spark(cfg("spark"), spark=spark, progress=False)
+    du, sp = _on_both_engines(spark, tmp_path, {"format": "csv", "path": str(tmp_path / "in")}, steps)
     assert sp.rows == du.rows == {"read": 5, "written": 2, "quarantined": 3, "deduplicated": 0, "filtered": 0}
     qa = pd.read_parquet(sp.summary["quarantine"]["file"]).sort_values("position")
     qb = pd.read_parquet(du.summary["quarantine"]["file"]).sort_values("position")
