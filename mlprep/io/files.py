@@ -140,8 +140,10 @@ def _family(bits: int | None) -> list[str]:
     return sorted(types)
 
 
-# a file saved "with BOM" starts with U+FEFF: not part of its first record
-_NO_BOM = "CASE WHEN rowid = 0 THEN ltrim(txt, chr(65279)) ELSE txt END"
+def _without_bom(text: str, first: str) -> str:
+    """SQL: ``text`` without the U+FEFF a file saved "with BOM" starts with (``first``: SQL
+    true on the file's first line): it is not part of the first record."""
+    return f"CASE WHEN {first} THEN ltrim({text}, chr(65279)) ELSE {text} END"
 
 
 def _lines_fast(engine: Engine, file_id: int, url: str, size: int, max_record_bytes: int) -> str | None:
@@ -174,7 +176,7 @@ def _lines_fast(engine: Engine, file_id: int, url: str, size: int, max_record_by
         engine.run(f"DROP TABLE {t}")
         return None
     # insertion order is preserved (DuckDB's default), so a fresh table's rowid is the line index
-    engine.run(f"CREATE VIEW {t}_v AS SELECT {file_id}::INTEGER AS _src, rowid + 1 AS _pos, {_NO_BOM} AS txt"
+    engine.run(f"CREATE VIEW {t}_v AS SELECT {file_id}::INTEGER AS _src, rowid + 1 AS _pos, {_without_bom('txt', 'rowid = 0')} AS txt"
                f" FROM {t}")
     return t
 
@@ -191,7 +193,7 @@ def _lines_exact(engine: Engine, file_id: int, url: str, max_record_bytes: int,
         # decode() fails on invalid UTF-8; try() turns that into NULL, kept for quarantine
         engine.run(
             f"INSERT INTO {t} SELECT {file_id}, line_no, CASE WHEN try(decode(raw)) IS NULL THEN raw END,"
-            f" {_NO_BOM.replace('txt', 'rtrim(try(decode(raw)), chr(10))').replace('rowid = 0', 'line_no = 1')}"
+            f" {_without_bom('rtrim(try(decode(raw)), chr(10))', 'line_no = 1')}"
             " FROM _lines"
         )
         engine.con.unregister("_lines")

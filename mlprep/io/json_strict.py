@@ -81,6 +81,12 @@ def _hooks(fields: list[int]) -> dict[str, Any]:
             "parse_constant": constant, "object_pairs_hook": pairs}
 
 
+def _constant_at(text: str, e: json.JSONDecodeError) -> str | None:
+    """"NAN is not JSON" when Python stopped at a constant it does not take (any case but its own)."""
+    m = _CONSTANT.match(text, e.pos)
+    return f"{m.group(0)} is not JSON" if m else None
+
+
 def loads(text: str | bytes, limits: Limits | None = None) -> Any:
     """``json.loads`` for one record, strictly: a ``ValueError`` saying why for text nested
     deeper than the limit (checked first: the parser recurses), NaN / Infinity, numbers out of
@@ -94,8 +100,8 @@ def loads(text: str | bytes, limits: Limits | None = None) -> Any:
     try:
         return json.loads(text, **_hooks([0]))
     except json.JSONDecodeError as e:
-        if constant := _CONSTANT.match(text, e.pos):
-            raise ValueError(f"{constant.group(0)} is not JSON") from None
+        if constant := _constant_at(text, e):
+            raise ValueError(constant) from None
         raise
 
 
@@ -109,8 +115,8 @@ def reason(text: str, limits: Limits) -> str | None:
     try:
         json.loads(text, **_hooks(fields))
     except json.JSONDecodeError as e:  # a constant in another case (NAN, iNf) DuckDB takes; other
-        constant = _CONSTANT.match(text, e.pos)  # malformed text is DuckDB's to judge (and report)
-        return f"invalid JSON: {constant.group(0)} is not JSON" if constant else None
+        constant = _constant_at(text, e)  # malformed text is DuckDB's to judge (and report)
+        return f"invalid JSON: {constant}" if constant else None
     except ValueError as e:
         return f"invalid JSON: {e}"
     if fields[0] > limits.max_fields:
