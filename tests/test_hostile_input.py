@@ -245,6 +245,14 @@ def test_a_far_future_event_or_a_nan_text_is_a_dead_letter_not_a_poison(small_da
         (13, "amount is not a finite number"), (14, "event time ts outside the years 1900-2200")]
     assert s["dead_letters"] == clean["dead_letters"] + 4 and min(dead["_pos"][4:], default=15) > 14
     assert s["late"] == clean["late"] and s["emitted"] == clean["emitted"]
+    import yaml
+
+    from mlprep.stream.spec import load_spec
+
+    doc = yaml.safe_load(spec.read_text())
+    doc["event_time"]["min_year"] = 2300
+    with pytest.raises(ConfigError, match="min_year 2300 > max_year 2200"):
+        load_spec(doc)
     for name in ("user_txn_features_5m",):
         when = ["write_time", "api_invocation_time"]  # wall-clock times of the two runs
         a = pl.read_parquet(tmp_path / "o" / "offline" / name / "**" / "*.parquet").drop(when)

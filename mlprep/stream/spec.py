@@ -104,6 +104,12 @@ class EventTime(_Model):
     min_year: int = Field(1900, ge=1, le=9999)
     max_year: int = Field(2200, ge=1, le=9999)
 
+    @model_validator(mode="after")
+    def _years_in_order(self) -> EventTime:
+        if self.min_year > self.max_year:
+            raise ValueError(f"min_year {self.min_year} > max_year {self.max_year}")
+        return self
+
 
 class FeatureSpec(_Model):
     name: str
