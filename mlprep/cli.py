@@ -188,8 +188,8 @@ def cmd_stream_backfill(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from mlprep.notebooks import inspection
-    from mlprep.notebooks.runner import Runner
+    from mlprep.runner import inspection
+    from mlprep.runner.run import Runner
 
     if a.help_notebook:
         print(inspection.describe(a.help_notebook))

@@ -40,7 +40,7 @@ import pandas as pd
 from mlprep.batch import plots
 from mlprep.batch.job import read_output, run_job
 from mlprep.datasets import payments
-from mlprep.notebooks import outputs
+from mlprep.runner import outputs
 
 if not (Path(data_dir) / "transactions.jsonl").exists():
     if not generate:

@@ -40,7 +40,7 @@ import pandas as pd
 import polars as pl
 
 from mlprep.datasets import payments
-from mlprep.notebooks import outputs
+from mlprep.runner import outputs
 from mlprep.stream import plots
 from mlprep.stream.runner import run_stream
 from mlprep.stream.spec import load_spec

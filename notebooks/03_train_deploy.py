@@ -50,12 +50,12 @@ from IPython.display import display
 
 ROOT = Path.cwd().resolve().parent
 sys.path.insert(0, str(ROOT))
-from mlprep.notebooks import outputs
 from mlprep.pipeline import plots
 from mlprep.pipeline.definition import load
 from mlprep.pipeline.executor import Executor
 from mlprep.pipeline.registry import Registry
 from mlprep.pipeline.storage import Storage
+from mlprep.runner import outputs
 from pipelines.fraud.pipeline import PIPELINE_NAME, stage_inputs
 from pipelines.get_pipeline_definition import write
 

@@ -56,7 +56,7 @@ from IPython.display import Markdown, display
 from mlprep.deploy import plots
 from mlprep.deploy.costs import Sizes
 from mlprep.deploy.plan import Target, write_plan
-from mlprep.notebooks import outputs
+from mlprep.runner import outputs
 
 roles = {f"{r}_role": f"arn:aws:iam::{account}:role/{name}" for r, name in
          (("glue", glue_role), ("flink", flink_role), ("sagemaker", sagemaker_role), ("states", states_role))}

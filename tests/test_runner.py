@@ -15,13 +15,13 @@ import psutil
 import pytest
 
 from mlprep.errors import ConfigError
-from mlprep.notebooks.runner import Runner
+from mlprep.runner.run import Runner
 from tests.conftest import ROOT
 
 A_SRC = '''
 import json, os, time
 from pathlib import Path
-from mlprep.notebooks import outputs
+from mlprep.runner import outputs
 print("A says", start * 2)
 marker = Path(workdir) / "a_runs"
 marker.write_text(str(int(marker.read_text()) + 1 if marker.exists() else 1))
@@ -35,7 +35,7 @@ outputs.save({"value": start * 2, "where": out_dir, "summary": {"a_value": start
 
 B_SRC = '''
 from pathlib import Path
-from mlprep.notebooks import outputs
+from mlprep.runner import outputs
 if (Path(workdir) / "fail_b").exists():
     raise ValueError("B was told to fail")
 print("token seen by B:", api_token)

@@ -26,7 +26,7 @@ from mlprep.masking import StreamMasker, forms
 JOB_SRC = '''
 import json, os, subprocess, sys, time
 from pathlib import Path
-from mlprep.notebooks import outputs
+from mlprep.runner import outputs
 stage = Path(out_dir)
 leftover = sorted(p.name for p in stage.iterdir() if p.name != "outputs.json")
 (stage / "scratch.txt").write_text("partial work")
@@ -55,7 +55,7 @@ def project(tmp_path):
     (tmp_path / "inputs").mkdir()
     _notebook(tmp_path / "nb" / "job.ipynb", 'out_dir: str = "."\nworkdir: str = "."\nsleep_s: float = 0.0\nn: int = 1',
               JOB_SRC)
-    _notebook(tmp_path / "nb" / "after.ipynb", 'n: int = 0', "from mlprep.notebooks import outputs\n"
+    _notebook(tmp_path / "nb" / "after.ipynb", 'n: int = 0', "from mlprep.runner import outputs\n"
               "outputs.save({'n': n + 1})")
     plan = tmp_path / "plan.yaml"
     plan.write_text("""
@@ -181,7 +181,7 @@ SECRET = 'Pa"ss\\w0rd<&>é9'
 LEAKS = r'''
 import base64, json, sys, time, urllib.parse
 from IPython.display import HTML, display
-from mlprep.notebooks import outputs
+from mlprep.runner import outputs
 print(api_token[:7], end="")            # one secret, two writes
 print(api_token[7:])
 sys.stdout.write("A:" + api_token[:5])  # two writes the kernel sends as two outputs

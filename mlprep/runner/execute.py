@@ -1,6 +1,6 @@
 """One notebook executed by papermill in a child process, watched by the parent.
 
-The child (``python -m mlprep.notebooks.execute JOB.json``) parameterizes and runs the notebook
+The child (``python -m mlprep.runner.execute JOB.json``) parameterizes and runs the notebook
 and reports on stdout, one JSON object per line: ``start`` (cells), ``cell`` (n), ``out``
 (text the notebook printed), ``end`` (ok, error, cell). The parent (``run``) shows progress
 (stage, cell n of m, elapsed), streams the output to the terminal and the stage's log, enforces
@@ -187,7 +187,7 @@ def run(notebook: Path, output: Path, parameters: dict[str, Any], log: Path, *, 
     job_file.write_text(json.dumps(job, default=str))  # no secret values: those go by environment
     env = {**os.environ, **(extra_env or {}), **{f"MLPREP_SECRET_{k.upper()}": v for k, v in secrets.items()}}
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "mlprep.notebooks.execute", str(job_file)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "mlprep.runner.execute", str(job_file)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     timed_out = threading.Event()
 

@@ -34,8 +34,8 @@ from mlprep.errors import ConfigError
 from mlprep.interrupts import Interrupted
 from mlprep.logs import SECRET
 from mlprep.masking import MASK, MIN_LENGTH, Masker
-from mlprep.notebooks import execute, inspection, outputs
-from mlprep.notebooks import plan as plans
+from mlprep.runner import execute, inspection, outputs
+from mlprep.runner import plan as plans
 
 RETRYABLE = ("dead_kernel", "timeout", "crashed")
 
@@ -227,7 +227,7 @@ class Runner:
             self._write_summary(run, "failed")
             raise
         summary = self._write_summary(run, status)
-        from mlprep.notebooks import report
+        from mlprep.runner import report
 
         rep = report.write(run.folder, summary, run.results, run.masker)
         self._say(f"run {run.run_id} {status}: {rep}")
