@@ -80,7 +80,7 @@ def test_costs_follow_the_sizes_and_the_price_table(plan_dir):
     assert rows["Managed Flink application"]["usd_per_day"] == round(0.11 * 3 * 24, 2)
     assert plan["total_usd_per_day"] == round(sum(r["usd_per_day"] for r in plan["costs_per_day"]), 2)
     with pytest.raises(ConfigError, match=r"no price for SageMaker instance 'ml\.p9\.huge'"):
-        costs.estimate(costs.Sizes(endpoint_instance="ml.p9.huge"), costs.load_prices(ROOT / "conf" / "deploy" / "prices.yaml"))
+        costs.estimate(costs.Sizes(endpoint_instance="ml.p9.huge"), costs.load_prices())
 
 
 def test_no_credentials_in_the_plan(plan_dir):

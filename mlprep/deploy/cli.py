@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Iterable
+from typing import Any
 
 
 def cmd_plan(a: argparse.Namespace) -> int:
@@ -16,14 +18,14 @@ def cmd_plan(a: argparse.Namespace) -> int:
     sizes = Sizes(runs_per_day=a.runs_per_day, glue_workers=a.glue_workers, glue_worker_type=a.glue_worker_type,
                   flink_parallelism=a.flink_parallelism, kinesis_shards=a.kinesis_shards,
                   endpoint_instance=a.endpoint_instance)
-    plan = write_plan(a.out, job_config=a.job, spec=a.spec, pipeline_module=a.pipeline, target=target, sizes=sizes,
+    plan = write_plan(a.out, job_config=a.job, spec=a.spec, pipeline=a.pipeline, target=target, sizes=sizes,
                       prices=a.prices, flink_connector_jar=a.flink_connector_jar)
     print(json.dumps({"resources": len(plan["resources"]), "total_usd_per_day": plan["total_usd_per_day"]}))
     print(f"{a.out}/SUMMARY.md")
     return 0
 
 
-def _table(rows: list[dict]) -> None:
+def _table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     cols = list(rows[0])
@@ -33,7 +35,7 @@ def _table(rows: list[dict]) -> None:
         print("  ".join(str(r[c]).ljust(width[c]) for c in cols).rstrip())
 
 
-def _counts(changes) -> dict[str, int]:
+def _counts(changes: Iterable[Any]) -> dict[str, int]:
     out: dict[str, int] = {}
     for c in changes:
         out[c.action] = out.get(c.action, 0) + 1
@@ -83,7 +85,7 @@ def cmd_destroy(a: argparse.Namespace) -> int:
     return 0
 
 
-def _stops(fn):
+def _stops(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """A stopped deployment exits 1 (a wrong argument or plan exits 2, as everywhere)."""
     def run(a: argparse.Namespace) -> int:
         from mlprep.deploy.apply import DeployError
@@ -101,15 +103,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     dsub = dep.add_subparsers(dest="cmd", required=True)
     p = dsub.add_parser("plan", help="write and check every artifact and request into a folder (creates nothing)")
     p.add_argument("--out", required=True)
-    p.add_argument("--job", default="conf/batch/transactions.yaml", help="batch job config")
-    p.add_argument("--spec", default="conf/features/transactions.yaml", help="feature spec")
-    p.add_argument("--pipeline", default="pipelines.fraud.pipeline", help="module with get_pipeline(...)")
+    p.add_argument("--job", help="batch job config (default: conf/batch/transactions.yaml in the current folder)")
+    p.add_argument("--spec", help="feature spec (default: conf/features/transactions.yaml in the current folder)")
+    p.add_argument("--pipeline", metavar="REF",
+                   help="the SageMaker pipeline: module:function, path/to/pipeline.py:function (a factory such as "
+                        "get_pipeline(region, role, default_bucket, pipeline_name)) or a built definition .json "
+                        "with its .code/ folder (default: pipelines/fraud/pipeline.py:get_pipeline in the current "
+                        "folder)")
     p.add_argument("--region", default="us-east-1")
     p.add_argument("--bucket", default="mlprep-demo")
     p.add_argument("--prefix", default="mlprep", help="prefix of every resource name")
     for role in ("glue", "flink", "sagemaker", "states"):
         p.add_argument(f"--{role}-role", default=f"arn:aws:iam::123456789012:role/mlprep-{role}")
-    p.add_argument("--prices", help="price table (default conf/deploy/prices.yaml)")
+    p.add_argument("--prices", help="price table YAML (default: mlprep's own, mlprep/deploy/prices.yaml)")
     p.add_argument("--runs-per-day", type=int, default=1)
     p.add_argument("--glue-workers", type=int, default=2)
     p.add_argument("--glue-worker-type", default="G.1X")

@@ -1,15 +1,17 @@
-"""What a plan costs to run per day, from a price table the user can edit
-(``conf/deploy/prices.yaml``) and the sizes of the plan."""
+"""What a plan costs to run per day, from a price table (mlprep's own, ``mlprep/deploy/prices.yaml``,
+or one the user edits and gives as ``--prices``) and the sizes of the plan."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from mlprep.errors import ConfigError
-from mlprep.yamlconf import read_mapping
+from mlprep.yamlconf import load_yaml, read_mapping
 
+PACKAGED_PRICES = "mlprep/deploy/prices.yaml"  # shipped as package data
 DPU_PER_WORKER = {"G.025X": 0.25, "G.1X": 1, "G.2X": 2, "G.4X": 4, "G.8X": 8}
 
 
@@ -33,7 +35,11 @@ class Sizes:
     data_gb: float = 10
 
 
-def load_prices(path: str | Path) -> dict[str, Any]:
+def load_prices(path: str | Path | None = None) -> dict[str, Any]:
+    """The price table at ``path``, or mlprep's own (on-demand, us-east-1)."""
+    if path is None:
+        return read_mapping(load_yaml(resources.files("mlprep.deploy").joinpath("prices.yaml").read_text()),
+                            "price table", "--prices")
     return read_mapping(str(path), "price table", "--prices")
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,13 @@ from typing import Any
 from mlprep.awsnames import role_arn
 from mlprep.deploy import asl, bundle, costs
 from mlprep.errors import ConfigError
-from mlprep.pipeline import staging
+from mlprep.pipeline import build, staging
 
-ROOT = Path(__file__).resolve().parents[2]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+# looked for in the current folder when not given (the demo's layout)
+DEFAULT_JOB = "conf/batch/transactions.yaml"
+DEFAULT_SPEC = "conf/features/transactions.yaml"
+PIPELINE_PARAMETERS = ["FeaturesUri", "LabelsUri"]  # what the state machine hands the pipeline
 
 
 @dataclass
@@ -62,40 +64,97 @@ class Target:
         return role_arn(self.glue_role, "--glue-role")
 
 
-def write_plan(out: str | Path, *, job_config: str | Path, spec: str | Path,
-               pipeline_module: str = "pipelines.fraud.pipeline", target: Target | None = None,
+def write_plan(out: str | Path, *, job_config: str | Path | None = None, spec: str | Path | None = None,
+               pipeline: str | Path | None = None, target: Target | None = None,
                sizes: costs.Sizes | None = None, prices: str | Path | None = None,
                flink_connector_jar: str | Path | None = None) -> dict[str, Any]:
+    """Write every artifact of a deployment into ``out`` and return plan.json's content.
+
+    ``job_config``, ``spec`` and ``pipeline`` (a ``mlprep.pipeline.build`` reference) default to
+    the demo's files in the current folder; ``prices`` to mlprep's price table."""
     target, sizes = target or Target(), sizes or costs.Sizes()
     target.check()
-    if flink_connector_jar is not None and not str(flink_connector_jar).endswith(".jar"):
-        raise ConfigError("--flink-connector-jar", f"not a .jar file: {flink_connector_jar}")
-    if flink_connector_jar is not None and not Path(flink_connector_jar).is_file():
-        raise ConfigError("--flink-connector-jar", f"no such file: {flink_connector_jar}")
+    _check_jar(flink_connector_jar)
+    job_config = _given_or_default(job_config, DEFAULT_JOB, "--job", "job config")
+    spec = _given_or_default(spec, DEFAULT_SPEC, "--spec", "feature spec")
+    ref = build.parse_ref(pipeline if pipeline is not None else build.default_ref())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    from mlprep.batch.glue import export
-    from mlprep.stream.flink import Endpoint, compile_sql
     from mlprep.stream.spec import load_spec
     from mlprep.yamlconf import read_mapping
 
     job_raw = read_mapping(str(job_config), "job config", "--job")
     fspec = load_spec(spec)
-    p = target.prefix
-    names = {"glue_job": f"{p}-{job_raw['name']}", "flink_app": f"{p}-{fspec.name}".replace("_", "-"),
-             "events_stream": f"{p}-events", "features_stream": f"{p}-features",
-             "pipeline": f"{p}-fraud", "state_machine": f"{p}-pipeline", **target.names}
-    code_prefix = f"{p}/code"
+    names = _names(target, job_raw["name"], fspec.name, ref)
+    glue_files, glue_code = _glue(out, job_config, target, sizes, names)
+    sql_path, flink_code = _flink(out, fspec, target, sizes, names, flink_connector_jar)
+    definition = _sagemaker(out, ref, target, names)
+    log_group = _state_machine(out, target, names, list(job_raw.get("parameters") or {}))
+    code = [*glue_code, flink_code]
+    staging.write_bundles(out / "code", code)
+    bill = costs.estimate(sizes, costs.load_prices(prices))
+    files = {"glue_script": str(glue_files["script"].relative_to(out)),
+             "glue_job": str(glue_files["job"].relative_to(out)), "flink_sql": str(sql_path.relative_to(out)),
+             "flink_application": "flink/application.json", "pipeline_definition": str(definition.relative_to(out)),
+             "state_machine": "stepfunctions/state_machine.json"}
+    plan = _plan_doc(target, sizes, {**names, "log_group": log_group}, flink_connector_jar, code,
+                     staging.read_sidecar(definition), bill, files)
+    (out / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
+    (out / "SUMMARY.md").write_text(_summary(plan, prices))
+    return plan
 
+
+def _check_jar(jar: str | Path | None) -> None:
+    if jar is not None and not str(jar).endswith(".jar"):
+        raise ConfigError("--flink-connector-jar", f"not a .jar file: {jar}")
+    if jar is not None and not Path(jar).is_file():
+        raise ConfigError("--flink-connector-jar", f"no such file: {jar}")
+
+
+def _given_or_default(given: str | Path | None, default: str, option: str, what: str) -> str | Path:
+    """``given``, or ``default`` if the current folder has it (else a ConfigError naming ``option``)."""
+    if given is not None:
+        return given
+    if not Path(default).is_file():
+        raise ConfigError(option, f"no {what} given and {default} is not in the current folder: pass {option} PATH")
+    return default
+
+
+def _prefixed(prefix: str, name: str) -> str:
+    return name if name.startswith(f"{prefix}-") else f"{prefix}-{name}"
+
+
+def _names(target: Target, job: str, spec: str, ref: build.Ref) -> dict[str, str]:
+    """Every resource's name: the prefix, then the job's, spec's or pipeline's own name."""
+    p = target.prefix
+    return {"glue_job": f"{p}-{job}", "flink_app": f"{p}-{spec}".replace("_", "-"),
+            "events_stream": f"{p}-events", "features_stream": f"{p}-features",
+            "pipeline": _prefixed(p, ref.name), "state_machine": f"{p}-pipeline", **target.names}
+
+
+def _glue(out: Path, job_config: str | Path, target: Target, sizes: costs.Sizes,
+          names: dict[str, str]) -> tuple[dict[str, Path], list[staging.CodeBundle]]:
+    """The batch job as a Glue job: script and CreateJob request, pointing at the exact script
+    and mlprep wheel it was planned with (content-hashed keys)."""
+    from mlprep.batch.glue import export
+
+    code_prefix = f"{target.prefix}/code"
     glue = export(job_config, out / "glue", role=target.glue_role, job_name=names["glue_job"],
                   worker_type=sizes.glue_worker_type, workers=sizes.glue_workers)
-    # code goes to content-hashed keys: the job points at the exact script and wheel it was planned with
     script = staging.bundle(glue["script"].read_bytes(), target.bucket, f"{code_prefix}/glue", glue["script"].name)
     whl = staging.bundle(bundle.wheel(), target.bucket, f"{code_prefix}/wheels", bundle.wheel_name())
     job = json.loads(glue["job"].read_text())
     job["Command"]["ScriptLocation"] = script.uri
     job["DefaultArguments"]["--additional-python-modules"] = whl.uri
     glue["job"].write_text(json.dumps(job, indent=2) + "\n")
+    return glue, [script, whl]
+
+
+def _flink(out: Path, fspec: Any, target: Target, sizes: costs.Sizes, names: dict[str, str],
+           jar: str | Path | None) -> tuple[Path, staging.CodeBundle]:
+    """The feature spec as Flink SQL between the two Kinesis streams, its application zip and
+    CreateApplication request."""
+    from mlprep.stream.flink import Endpoint, compile_sql
 
     arn = f"arn:aws:kinesis:{target.region}:{target.account}:stream"
     sql = compile_sql(fspec, Endpoint("kinesis", stream_arn=f"{arn}/{names['events_stream']}", region=target.region),
@@ -104,39 +163,68 @@ def write_plan(out: str | Path, *, job_config: str | Path, spec: str | Path,
     (out / "flink").mkdir(exist_ok=True)
     sql_path = out / "flink" / f"{fspec.name}.sql"
     sql_path.write_text(sql)
-    flink_code = staging.bundle(bundle.flink_zip(sql, sql_path.name, flink_connector_jar), target.bucket,
-                                f"{code_prefix}/flink", f"{fspec.name}.zip")
-    run_options = {"python": "main.py"}
-    if flink_connector_jar is not None:
-        run_options["jarfile"] = f"lib/{Path(flink_connector_jar).name}"
-    app = {"ApplicationName": names["flink_app"], "RuntimeEnvironment": "FLINK-1_20",
-           "ServiceExecutionRole": target.flink_role,
-           "ApplicationConfiguration": {
-               "ApplicationCodeConfiguration": {"CodeContentType": "ZIPFILE", "CodeContent": {"S3ContentLocation": {
-                   "BucketARN": f"arn:aws:s3:::{target.bucket}",
-                   "FileKey": flink_code.uri.split("/", 3)[3]}}},
-               "FlinkApplicationConfiguration": {
-                   "CheckpointConfiguration": {"ConfigurationType": "CUSTOM", "CheckpointingEnabled": True,
-                                               "CheckpointInterval": 60_000, "MinPauseBetweenCheckpoints": 5_000},
-                   "ParallelismConfiguration": {"ConfigurationType": "CUSTOM", "Parallelism": sizes.flink_parallelism,
-                                                "ParallelismPerKPU": 1, "AutoScalingEnabled": False},
-                   "MonitoringConfiguration": {"ConfigurationType": "CUSTOM", "MetricsLevel": "APPLICATION",
-                                               "LogLevel": "INFO"}},
-               "EnvironmentProperties": {"PropertyGroups": [
-                   {"PropertyGroupId": "kinesis.analytics.flink.run.options", "PropertyMap": run_options},
-                   {"PropertyGroupId": "mlprep", "PropertyMap": {"sql": sql_path.name}}]}},
-           "Tags": [{"Key": "mlprep:spec", "Value": fspec.name}]}
+    code = staging.bundle(bundle.flink_zip(sql, sql_path.name, jar), target.bucket,
+                          f"{target.prefix}/code/flink", f"{fspec.name}.zip")
+    app = _flink_application(names["flink_app"], fspec.name, sql_path.name, target, sizes, code, jar)
     (out / "flink" / "application.json").write_text(json.dumps(app, indent=2) + "\n")
+    return sql_path, code
 
-    sys.path.insert(0, str(ROOT))
-    from pipelines.get_pipeline_definition import write as write_definition
 
-    definition = write_definition(out / "sagemaker" / f"{names['pipeline']}.json", pipeline_module,
-                                  {"default_bucket": target.bucket, "region": target.region,
-                                   "role": target.sagemaker_role, "pipeline_name": names["pipeline"]})
+def _flink_application(name: str, spec: str, sql_name: str, target: Target, sizes: costs.Sizes,
+                       code: staging.CodeBundle, jar: str | Path | None) -> dict[str, Any]:
+    """Managed Flink's CreateApplication request."""
+    run_options = {"python": "main.py"}
+    if jar is not None:
+        run_options["jarfile"] = f"lib/{Path(jar).name}"
+    return {"ApplicationName": name, "RuntimeEnvironment": "FLINK-1_20",
+            "ServiceExecutionRole": target.flink_role,
+            "ApplicationConfiguration": {
+                "ApplicationCodeConfiguration": {"CodeContentType": "ZIPFILE", "CodeContent": {"S3ContentLocation": {
+                    "BucketARN": f"arn:aws:s3:::{target.bucket}",
+                    "FileKey": code.uri.split("/", 3)[3]}}},
+                "FlinkApplicationConfiguration": {
+                    "CheckpointConfiguration": {"ConfigurationType": "CUSTOM", "CheckpointingEnabled": True,
+                                                "CheckpointInterval": 60_000, "MinPauseBetweenCheckpoints": 5_000},
+                    "ParallelismConfiguration": {"ConfigurationType": "CUSTOM",
+                                                 "Parallelism": sizes.flink_parallelism,
+                                                 "ParallelismPerKPU": 1, "AutoScalingEnabled": False},
+                    "MonitoringConfiguration": {"ConfigurationType": "CUSTOM", "MetricsLevel": "APPLICATION",
+                                                "LogLevel": "INFO"}},
+                "EnvironmentProperties": {"PropertyGroups": [
+                    {"PropertyGroupId": "kinesis.analytics.flink.run.options", "PropertyMap": run_options},
+                    {"PropertyGroupId": "mlprep", "PropertyMap": {"sql": sql_name}}]}},
+            "Tags": [{"Key": "mlprep:spec", "Value": spec}]}
 
-    declared = list(job_raw.get("parameters") or {})
-    machine = asl.state_machine(names["glue_job"], names["pipeline"], declared, ["FeaturesUri", "LabelsUri"])
+
+def _sagemaker(out: Path, ref: build.Ref, target: Target, names: dict[str, str]) -> Path:
+    """The pipeline definition and its staged code: built by its factory for this target, or a
+    built definition copied (its code must be staged to the target's bucket)."""
+    path = out / "sagemaker" / f"{names['pipeline']}.json"
+    if ref.kind == "definition":
+        build.write(path, ref)
+        _check_bucket(path, target.bucket)
+        return path
+    factory = build.load_factory(ref)
+    kwargs = {"default_bucket": target.bucket, "region": target.region, "role": target.sagemaker_role,
+              "pipeline_name": names["pipeline"]}
+    missing = [k for k in kwargs if not build.accepts(factory, k)]
+    if missing:
+        raise ConfigError("--pipeline", f"{ref.target}: {ref.function}() takes no {', '.join(missing)} "
+                                        f"(a deployment passes {', '.join(kwargs)})")
+    return build.write(path, factory.ref, kwargs)
+
+
+def _check_bucket(definition: Path, bucket: str) -> None:
+    other = sorted({b.uri.split("/")[2] for b in staging.read_sidecar(definition)} - {bucket})
+    if other:
+        raise ConfigError("--pipeline", f"{definition.name} stages its code in bucket {other[0]}, the plan's bucket "
+                                        f"is {bucket}: build it with default_bucket={bucket}")
+
+
+def _state_machine(out: Path, target: Target, names: dict[str, str], job_arguments: list[str]) -> str:
+    """ASL (Glue job, then the pipeline) checked, and its CreateStateMachine request; returns the
+    log group's name."""
+    machine = asl.state_machine(names["glue_job"], names["pipeline"], job_arguments, PIPELINE_PARAMETERS)
     asl.check(machine, "stepfunctions/state_machine.json")
     (out / "stepfunctions").mkdir(exist_ok=True)
     (out / "stepfunctions" / "state_machine.json").write_text(json.dumps(machine, indent=2) + "\n")
@@ -146,41 +234,39 @@ def write_plan(out: str | Path, *, job_config: str | Path, spec: str | Path,
               "definition": "<stepfunctions/state_machine.json>",
               "loggingConfiguration": {"level": "ERROR", "includeExecutionData": False,
                                        "destinations": [{"cloudWatchLogsLogGroup": {"logGroupArn": log_arn}}]},
-              "tags": [{"key": "mlprep:plan", "value": p}]}
+              "tags": [{"key": "mlprep:plan", "value": target.prefix}]}
     (out / "stepfunctions" / "create_state_machine.json").write_text(json.dumps(create, indent=2) + "\n")
+    return log_group
 
-    code = [script, whl, flink_code]
-    staging.write_bundles(out / "code", code)
 
-    price_table = costs.load_prices(prices or ROOT / "conf" / "deploy" / "prices.yaml")
-    bill = costs.estimate(sizes, price_table)
-    plan = {"target": {k: v for k, v in vars(target).items() if k != "names"}, "names": {**names, "log_group": log_group},
-            "flink_connector_jar": Path(flink_connector_jar).name if flink_connector_jar else None,
+def _plan_doc(target: Target, sizes: costs.Sizes, names: dict[str, str], jar: str | Path | None,
+              code: list[staging.CodeBundle], pipeline_code: list[staging.CodeBundle],
+              bill: list[dict[str, Any]], files: dict[str, str]) -> dict[str, Any]:
+    """plan.json: target, names, code keys, sizes, costs, files and the resources to create."""
+    script, whl, flink_code = code
+    return {"target": {k: v for k, v in vars(target).items() if k != "names"}, "names": names,
+            "flink_connector_jar": Path(jar).name if jar else None,
             "code": {"glue_script": script.uri, "mlprep_wheel": whl.uri, "flink_zip": flink_code.uri,
-                     "pipeline": [b.uri for b in staging.read_sidecar(definition)]},
+                     "pipeline": [b.uri for b in pipeline_code]},
             "sizes": costs.as_dict(sizes), "costs_per_day": bill,
             "total_usd_per_day": round(sum(r["usd_per_day"] for r in bill), 2),
-            "files": {"glue_script": str(glue["script"].relative_to(out)), "glue_job": str(glue["job"].relative_to(out)),
-                      "flink_sql": str(sql_path.relative_to(out)), "flink_application": "flink/application.json",
-                      "pipeline_definition": str(definition.relative_to(out)),
-                      "state_machine": "stepfunctions/state_machine.json"},
-            "resources": [
-                {"service": "s3", "kind": "bucket", "name": target.bucket},
-                {"service": "kinesis", "kind": "stream", "name": names["events_stream"], "shards": sizes.kinesis_shards},
-                {"service": "kinesis", "kind": "stream", "name": names["features_stream"], "shards": sizes.kinesis_shards},
-                {"service": "s3", "kind": "code", "name": f"{len(code) + len(staging.read_sidecar(definition))} "
-                                                          f"objects under s3://{target.bucket}/{code_prefix}/"},
-                {"service": "glue", "kind": "job", "name": names["glue_job"]},
-                {"service": "kinesisanalyticsv2", "kind": "application", "name": names["flink_app"]},
-                {"service": "sagemaker", "kind": "pipeline", "name": names["pipeline"]},
-                {"service": "logs", "kind": "log group", "name": log_group},
-                {"service": "stepfunctions", "kind": "state machine", "name": names["state_machine"]}]}
-    (out / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
-    (out / "SUMMARY.md").write_text(_summary(plan))
-    return plan
+            "files": files, "resources": _resources(target, sizes, names, len(code) + len(pipeline_code))}
 
 
-def _summary(plan: dict[str, Any]) -> str:
+def _resources(target: Target, sizes: costs.Sizes, names: dict[str, str], objects: int) -> list[dict[str, Any]]:
+    return [
+        {"service": "s3", "kind": "bucket", "name": target.bucket},
+        {"service": "kinesis", "kind": "stream", "name": names["events_stream"], "shards": sizes.kinesis_shards},
+        {"service": "kinesis", "kind": "stream", "name": names["features_stream"], "shards": sizes.kinesis_shards},
+        {"service": "s3", "kind": "code", "name": f"{objects} objects under s3://{target.bucket}/{target.prefix}/code/"},
+        {"service": "glue", "kind": "job", "name": names["glue_job"]},
+        {"service": "kinesisanalyticsv2", "kind": "application", "name": names["flink_app"]},
+        {"service": "sagemaker", "kind": "pipeline", "name": names["pipeline"]},
+        {"service": "logs", "kind": "log group", "name": names["log_group"]},
+        {"service": "stepfunctions", "kind": "state machine", "name": names["state_machine"]}]
+
+
+def _summary(plan: dict[str, Any], prices: str | Path | None = None) -> str:
     t, n = plan["target"], plan["names"]
     lines = [f"# mlprep deployment plan ({t['region']}, bucket {t['bucket']})", "",
              "## What will be created", ""]
@@ -199,7 +285,7 @@ def _summary(plan: dict[str, Any]) -> str:
                   "(flink-sql-connector-kinesis for Flink 1.20) inside the application zip; plan again with "
                   "`--flink-connector-jar PATH`.", ""]
     lines += [
-              "## Cost per day (on-demand, from conf/deploy/prices.yaml)", "",
+              f"## Cost per day (on-demand, from {prices or costs.PACKAGED_PRICES})", "",
               "| item | quantity / day | unit USD | USD / day |", "| --- | --- | ---: | ---: |"]
     lines += [f"| {r['item']} | {r['quantity']} | {r['unit_usd']:g} | {r['usd_per_day']:.2f} |"
               for r in plan["costs_per_day"]]

@@ -90,6 +90,6 @@ def costs(plan: dict[str, Any], ax: plt.Axes | None = None) -> plt.Axes:
     for i, r in enumerate(rows):
         ax.text(r["usd_per_day"], i, f" {r['usd_per_day']:.2f} ({r['quantity']})", va="center", fontsize=7)
     ax.set_xlabel("USD per day")
-    ax.set_title(f"{plan['total_usd_per_day']:.2f} USD per day (on-demand, conf/deploy/prices.yaml)", fontsize=9)
+    ax.set_title(f"{plan['total_usd_per_day']:.2f} USD per day (on-demand, the plan's price table)", fontsize=9)
     ax.margins(x=0.35)
     return ax

@@ -16,7 +16,10 @@
 from __future__ import annotations
 
 import logging
+from importlib import resources
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 from mlprep.pipeline import sdk, staging
 
@@ -32,10 +35,10 @@ BASE_JOB_PREFIX = "mlprep-fraud"
 def code_bundles(default_bucket: str = DEFAULT_BUCKET, base_job_prefix: str = BASE_JOB_PREFIX) -> dict[str, staging.CodeBundle]:
     """The step scripts as content-addressed bundles: the keys change only when the code does."""
     prefix = f"{base_job_prefix}/code"
-    pit = BASE_DIR.parent.parent / "mlprep" / "features" / "pit.py"
+    pit = resources.files("mlprep.features") / "pit.py"  # the installed mlprep's, as the step imports it
     return {
         "preprocess": staging.script(BASE_DIR / "preprocess.py", default_bucket, prefix),
-        "lib": staging.script(pit, default_bucket, prefix + "/lib"),
+        "lib": staging.bundle(pit.read_bytes(), default_bucket, prefix + "/lib", pit.name),
         "evaluate": staging.script(BASE_DIR / "evaluate.py", default_bucket, prefix),
         "train": staging.source_dir({"train.py": BASE_DIR / "train.py"}, default_bucket, prefix),
         "inference": staging.source_dir({"inference.py": BASE_DIR / "inference.py"}, default_bucket, prefix),
@@ -50,14 +53,31 @@ def get_pipeline(
     model_package_group_name: str = MODEL_PACKAGE_GROUP,
     base_job_prefix: str = BASE_JOB_PREFIX,
     endpoint_name: str = "mlprep-fraud-endpoint",
-):
-    """Build the pipeline (a ``sagemaker.mlops.workflow.pipeline.Pipeline``) offline."""
+) -> Any:
+    """Build the pipeline (a ``sagemaker.mlops.workflow.pipeline.Pipeline``) offline:
+    preprocess -> train -> evaluate -> check AUC (register, model, endpoint config, endpoint | fail)."""
     region = sdk.prepare_environment(region)
-    role = role or sdk.DEFAULT_ROLE
+    sm = _sdk()
+    session = sdk.pipeline_session(default_bucket, region)
+    sdk.quiet()  # after the imports: the SDK sets its loggers' levels as it loads
+    b = _Build(sm, role or sdk.DEFAULT_ROLE, session, region, default_bucket, base_job_prefix)
+    preprocess = _preprocess_step(b)
+    train = _train_step(b, preprocess)
+    evaluate, roc_auc = _evaluate_step(b, preprocess, train)
+    deploy = _deploy_steps(b, train, evaluate, model_package_group_name, endpoint_name)
+    check = _check_step(b, roc_auc, deploy)
+    return sm.Pipeline(name=pipeline_name, parameters=list(b.params.values()),
+                       steps=[preprocess, train, evaluate, check], sagemaker_session=session)
 
+
+def _sdk() -> SimpleNamespace:
+    """The SDK's classes the steps are built from, imported in one place (before ``sdk.quiet``)."""
     from sagemaker.core import image_uris
     from sagemaker.core.processing import ScriptProcessor
     from sagemaker.core.shapes import (
+        MetricsSource,
+        ModelMetrics,
+        ModelQuality,
         ProcessingInput,
         ProcessingOutput,
         ProcessingS3Input,
@@ -65,8 +85,7 @@ def get_pipeline(
     )
     from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo
     from sagemaker.core.workflow.execution_variables import ExecutionVariables
-    from sagemaker.core.workflow.functions import Join
-    from sagemaker.core.workflow.functions import JsonGet as JsonGetFn
+    from sagemaker.core.workflow.functions import Join, JsonGet
     from sagemaker.core.workflow.parameters import ParameterFloat, ParameterInteger, ParameterString
     from sagemaker.core.workflow.properties import PropertyFile
     from sagemaker.mlops.workflow.condition_step import ConditionStep
@@ -85,150 +104,195 @@ def get_pipeline(
     from sagemaker.train.configs import Compute, InputData, OutputDataConfig, StoppingCondition
     from sagemaker.train.model_trainer import ModelTrainer
 
-    session = sdk.pipeline_session(default_bucket, region)
-    sdk.quiet()  # after the imports: the SDK sets its loggers' levels as it loads
-    code = code_bundles(default_bucket, base_job_prefix)
-    root = f"s3://{default_bucket}/{base_job_prefix}"
+    return SimpleNamespace(
+        image_uris=image_uris, ScriptProcessor=ScriptProcessor, MetricsSource=MetricsSource, ModelMetrics=ModelMetrics,
+        ModelQuality=ModelQuality, ProcessingInput=ProcessingInput, ProcessingOutput=ProcessingOutput,
+        ProcessingS3Input=ProcessingS3Input, ProcessingS3Output=ProcessingS3Output,
+        ConditionGreaterThanOrEqualTo=ConditionGreaterThanOrEqualTo, ExecutionVariables=ExecutionVariables,
+        Join=Join, JsonGet=JsonGet, ParameterFloat=ParameterFloat, ParameterInteger=ParameterInteger,
+        ParameterString=ParameterString, PropertyFile=PropertyFile, ConditionStep=ConditionStep,
+        EndpointConfigStep=EndpointConfigStep, EndpointStep=EndpointStep, FailStep=FailStep, ModelStep=ModelStep,
+        Pipeline=Pipeline, SageMakerJobExceptionTypeEnum=SageMakerJobExceptionTypeEnum,
+        SageMakerJobStepRetryPolicy=SageMakerJobStepRetryPolicy, StepExceptionTypeEnum=StepExceptionTypeEnum,
+        StepRetryPolicy=StepRetryPolicy, CacheConfig=CacheConfig, ProcessingStep=ProcessingStep,
+        TrainingStep=TrainingStep, ModelBuilder=ModelBuilder, Compute=Compute, InputData=InputData,
+        OutputDataConfig=OutputDataConfig, StoppingCondition=StoppingCondition, ModelTrainer=ModelTrainer)
 
-    features_uri = ParameterString("FeaturesUri", default_value=f"{root}/input/features/")
-    labels_uri = ParameterString("LabelsUri", default_value=f"{root}/input/labels/")
-    transactions_uri = ParameterString("TransactionsUri", default_value=f"{root}/input/transactions/")
-    feature_groups = ParameterString("FeatureGroups", default_value="all")
-    train_end = ParameterString("TrainEnd", default_value="2026-11-05")
-    validation_end = ParameterString("ValidationEnd", default_value="2026-11-06")
-    ttl_hours = ParameterFloat("FeatureTtlHours", default_value=2.0)
-    max_iter = ParameterInteger("MaxIter", default_value=100)
-    learning_rate = ParameterFloat("LearningRate", default_value=0.05)
-    max_depth = ParameterInteger("MaxDepth", default_value=3)
-    min_samples_leaf = ParameterInteger("MinSamplesLeaf", default_value=80)
-    auc_threshold = ParameterFloat("AucThreshold", default_value=0.6)
-    approval = ParameterString("ModelApprovalStatus", default_value="PendingManualApproval",
-                               enum_values=["PendingManualApproval", "Approved", "Rejected"])
-    processing_type = ParameterString("ProcessingInstanceType", default_value="ml.m5.xlarge")
-    training_type = ParameterString("TrainingInstanceType", default_value="ml.m5.xlarge")
-    inference_type = ParameterString("InferenceInstanceType", default_value="ml.m5.large")
-    parameters = [features_uri, labels_uri, transactions_uri, feature_groups, train_end, validation_end, ttl_hours, max_iter, learning_rate,
-                  max_depth, min_samples_leaf, auc_threshold, approval, processing_type, training_type,
-                  inference_type]
 
-    image = image_uris.retrieve(framework="sklearn", region=region, version=SKLEARN_VERSION,
-                                py_version="py3", instance_type="ml.m5.xlarge")
-    cache = CacheConfig(enable_caching=True, expire_after="P30D")
-    job_retry = SageMakerJobStepRetryPolicy(
-        exception_types=[SageMakerJobExceptionTypeEnum.INTERNAL_ERROR,
-                         SageMakerJobExceptionTypeEnum.CAPACITY_ERROR],
-        interval_seconds=1, backoff_rate=2.0, max_attempts=3)
-    service_retry = StepRetryPolicy(exception_types=[StepExceptionTypeEnum.SERVICE_FAULT,
-                                                     StepExceptionTypeEnum.THROTTLING],
-                                    interval_seconds=1, backoff_rate=2.0, max_attempts=3)
+def _parameters(sm: SimpleNamespace, root: str) -> dict[str, Any]:
+    """The pipeline's parameters by name, in the definition's order."""
+    s, f, i = sm.ParameterString, sm.ParameterFloat, sm.ParameterInteger
+    params = [
+        s("FeaturesUri", default_value=f"{root}/input/features/"),
+        s("LabelsUri", default_value=f"{root}/input/labels/"),
+        s("TransactionsUri", default_value=f"{root}/input/transactions/"),
+        s("FeatureGroups", default_value="all"),
+        s("TrainEnd", default_value="2026-11-05"),
+        s("ValidationEnd", default_value="2026-11-06"),
+        f("FeatureTtlHours", default_value=2.0),
+        i("MaxIter", default_value=100),
+        f("LearningRate", default_value=0.05),
+        i("MaxDepth", default_value=3),
+        i("MinSamplesLeaf", default_value=80),
+        f("AucThreshold", default_value=0.6),
+        s("ModelApprovalStatus", default_value="PendingManualApproval",
+          enum_values=["PendingManualApproval", "Approved", "Rejected"]),
+        s("ProcessingInstanceType", default_value="ml.m5.xlarge"),
+        s("TrainingInstanceType", default_value="ml.m5.xlarge"),
+        s("InferenceInstanceType", default_value="ml.m5.large"),
+    ]
+    return {p.name: p for p in params}
 
-    def s3_in(name: str, uri, local: str) -> ProcessingInput:
-        return ProcessingInput(input_name=name, s3_input=ProcessingS3Input(
+
+class _Build:
+    """What every step builder shares: the SDK, role, session, image, staged code, parameters,
+    cache and retry policies, and the processing inputs and outputs under ``root``."""
+
+    def __init__(self, sm: SimpleNamespace, role: str, session: Any, region: str, bucket: str, prefix: str) -> None:
+        self.sm, self.role, self.session, self.prefix = sm, role, session, prefix
+        self.code = code_bundles(bucket, prefix)
+        self.root = f"s3://{bucket}/{prefix}"
+        self.params = _parameters(sm, self.root)
+        self.image = sm.image_uris.retrieve(framework="sklearn", region=region, version=SKLEARN_VERSION,
+                                            py_version="py3", instance_type="ml.m5.xlarge")
+        self.cache = sm.CacheConfig(enable_caching=True, expire_after="P30D")
+        self.job_retry = sm.SageMakerJobStepRetryPolicy(
+            exception_types=[sm.SageMakerJobExceptionTypeEnum.INTERNAL_ERROR,
+                             sm.SageMakerJobExceptionTypeEnum.CAPACITY_ERROR],
+            interval_seconds=1, backoff_rate=2.0, max_attempts=3)
+        self.service_retry = sm.StepRetryPolicy(exception_types=[sm.StepExceptionTypeEnum.SERVICE_FAULT,
+                                                                 sm.StepExceptionTypeEnum.THROTTLING],
+                                                interval_seconds=1, backoff_rate=2.0, max_attempts=3)
+
+    def s3_in(self, name: str, uri: Any, local: str) -> Any:
+        return self.sm.ProcessingInput(input_name=name, s3_input=self.sm.ProcessingS3Input(
             s3_uri=uri, local_path=local, s3_data_type="S3Prefix", s3_input_mode="File"))
 
-    def s3_out(name: str, local: str) -> ProcessingOutput:
-        uri = Join(on="/", values=[root, "executions", ExecutionVariables.PIPELINE_EXECUTION_ID, name])
-        return ProcessingOutput(output_name=name, s3_output=ProcessingS3Output(
+    def s3_out(self, name: str, local: str) -> Any:
+        uri = self.sm.Join(on="/", values=[self.root, "executions", self.sm.ExecutionVariables.PIPELINE_EXECUTION_ID,
+                                           name])
+        return self.sm.ProcessingOutput(output_name=name, s3_output=self.sm.ProcessingS3Output(
             s3_uri=uri, local_path=local, s3_upload_mode="EndOfJob"))
 
-    def processor(job: str) -> ScriptProcessor:
-        return ScriptProcessor(role=role, image_uri=image, command=["python3"], instance_count=1,
-                               instance_type=processing_type, base_job_name=f"{base_job_prefix}-{job}",
-                               max_runtime_in_seconds=3600, sagemaker_session=session)
+    def processor(self, job: str) -> Any:
+        return self.sm.ScriptProcessor(role=self.role, image_uri=self.image, command=["python3"], instance_count=1,
+                                       instance_type=self.params["ProcessingInstanceType"],
+                                       base_job_name=f"{self.prefix}-{job}", max_runtime_in_seconds=3600,
+                                       sagemaker_session=self.session)
 
-    step_preprocess = ProcessingStep(
+
+def _preprocess_step(b: _Build) -> Any:
+    """PreprocessFraudData: labels, batch table and offline-store features -> train / validation / test."""
+    p, lib = b.params, b.code["lib"].uri.rsplit("/", 1)[0] + "/"
+    return b.sm.ProcessingStep(
         name="PreprocessFraudData",
-        step_args=processor("preprocess").run(
-            code=code["preprocess"].uri,
-            inputs=[s3_in("labels", labels_uri, "/opt/ml/processing/input/labels"),
-                    s3_in("transactions", transactions_uri, "/opt/ml/processing/input/transactions"),
-                    s3_in("features", features_uri, "/opt/ml/processing/input/features"),
-                    s3_in("lib", code["lib"].uri.rsplit("/", 1)[0] + "/", "/opt/ml/processing/input/lib")],
-            outputs=[s3_out(n, f"/opt/ml/processing/{n}") for n in ("train", "validation", "test")],
-            arguments=["--train-end", train_end, "--validation-end", validation_end,
-                       "--ttl-hours", ttl_hours.to_string(), "--feature-groups", feature_groups],
+        step_args=b.processor("preprocess").run(
+            code=b.code["preprocess"].uri,
+            inputs=[b.s3_in("labels", p["LabelsUri"], "/opt/ml/processing/input/labels"),
+                    b.s3_in("transactions", p["TransactionsUri"], "/opt/ml/processing/input/transactions"),
+                    b.s3_in("features", p["FeaturesUri"], "/opt/ml/processing/input/features"),
+                    b.s3_in("lib", lib, "/opt/ml/processing/input/lib")],
+            outputs=[b.s3_out(n, f"/opt/ml/processing/{n}") for n in ("train", "validation", "test")],
+            arguments=["--train-end", p["TrainEnd"], "--validation-end", p["ValidationEnd"],
+                       "--ttl-hours", p["FeatureTtlHours"].to_string(), "--feature-groups", p["FeatureGroups"]],
         ),
-        cache_config=cache, retry_policies=[job_retry, service_retry],
+        cache_config=b.cache, retry_policies=[b.job_retry, b.service_retry],
     )
 
-    outputs = step_preprocess.properties.ProcessingOutputConfig.Outputs
-    trainer = ModelTrainer(
-        training_image=image, role=role, sagemaker_session=session, base_job_name=f"{base_job_prefix}-train",
-        compute=Compute(instance_type=training_type, instance_count=1),
-        stopping_condition=StoppingCondition(max_runtime_in_seconds=3600),
-        output_data_config=OutputDataConfig(s3_output_path=f"{root}/models", compression_type="GZIP"),
+
+def _train_step(b: _Build, preprocess: Any) -> Any:
+    """TrainFraudModel: scikit-learn script mode on the train and validation splits."""
+    sm, p = b.sm, b.params
+    outputs = preprocess.properties.ProcessingOutputConfig.Outputs
+    trainer = sm.ModelTrainer(
+        training_image=b.image, role=b.role, sagemaker_session=b.session, base_job_name=f"{b.prefix}-train",
+        compute=sm.Compute(instance_type=p["TrainingInstanceType"], instance_count=1),
+        stopping_condition=sm.StoppingCondition(max_runtime_in_seconds=3600),
+        output_data_config=sm.OutputDataConfig(s3_output_path=f"{b.root}/models", compression_type="GZIP"),
         hyperparameters={
-            "max_iter": max_iter, "learning_rate": learning_rate, "max_depth": max_depth,
-            "min_samples_leaf": min_samples_leaf,
+            "max_iter": p["MaxIter"], "learning_rate": p["LearningRate"], "max_depth": p["MaxDepth"],
+            "min_samples_leaf": p["MinSamplesLeaf"],
             # script mode, as the SageMaker scikit-learn container runs it
-            "sagemaker_program": "train.py", "sagemaker_submit_directory": code["train"].uri,
+            "sagemaker_program": "train.py", "sagemaker_submit_directory": b.code["train"].uri,
         },
         input_data_config=[
-            InputData(channel_name="train", data_source=outputs["train"].S3Output.S3Uri, content_type="text/csv"),
-            InputData(channel_name="validation", data_source=outputs["validation"].S3Output.S3Uri,
-                      content_type="text/csv"),
+            sm.InputData(channel_name="train", data_source=outputs["train"].S3Output.S3Uri, content_type="text/csv"),
+            sm.InputData(channel_name="validation", data_source=outputs["validation"].S3Output.S3Uri,
+                         content_type="text/csv"),
         ],
     )
-    step_train = TrainingStep(name="TrainFraudModel", step_args=trainer.train(), cache_config=cache,
-                              retry_policies=[job_retry, service_retry])
-    model_data = step_train.properties.ModelArtifacts.S3ModelArtifacts
+    return sm.TrainingStep(name="TrainFraudModel", step_args=trainer.train(), cache_config=b.cache,
+                           retry_policies=[b.job_retry, b.service_retry])
 
-    evaluation = PropertyFile(name=EVAL_PROPERTY_FILE, output_name="evaluation", path="evaluation.json")
-    step_eval = ProcessingStep(
+
+def _evaluate_step(b: _Build, preprocess: Any, train: Any) -> tuple[Any, Any]:
+    """EvaluateFraudModel (evaluation.json, a PropertyFile) and the test ROC AUC read from it."""
+    sm = b.sm
+    evaluation = sm.PropertyFile(name=EVAL_PROPERTY_FILE, output_name="evaluation", path="evaluation.json")
+    test = preprocess.properties.ProcessingOutputConfig.Outputs["test"].S3Output.S3Uri
+    step = sm.ProcessingStep(
         name="EvaluateFraudModel",
-        step_args=processor("evaluate").run(
-            code=code["evaluate"].uri,
-            inputs=[s3_in("model", model_data, "/opt/ml/processing/model"),
-                    s3_in("test", outputs["test"].S3Output.S3Uri, "/opt/ml/processing/test")],
-            outputs=[s3_out("evaluation", "/opt/ml/processing/evaluation")],
+        step_args=b.processor("evaluate").run(
+            code=b.code["evaluate"].uri,
+            inputs=[b.s3_in("model", train.properties.ModelArtifacts.S3ModelArtifacts, "/opt/ml/processing/model"),
+                    b.s3_in("test", test, "/opt/ml/processing/test")],
+            outputs=[b.s3_out("evaluation", "/opt/ml/processing/evaluation")],
         ),
-        property_files=[evaluation], cache_config=cache, retry_policies=[job_retry, service_retry],
+        property_files=[evaluation], cache_config=b.cache, retry_policies=[b.job_retry, b.service_retry],
     )
-    roc_auc = JsonGetFn(step_name=step_eval.name, property_file=evaluation,
-                        json_path="binary_classification_metrics.roc_auc.value")
+    roc_auc = sm.JsonGet(step_name=step.name, property_file=evaluation,
+                         json_path="binary_classification_metrics.roc_auc.value")
+    return step, roc_auc
 
-    from sagemaker.core.shapes import MetricsSource, ModelMetrics, ModelQuality
 
-    eval_uri = Join(on="/", values=[
-        step_eval.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri, "evaluation.json"])
-    serving_env = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": code["inference"].uri}
-    builder = ModelBuilder(s3_model_data_url=model_data, image_uri=image, role_arn=role,
-                           sagemaker_session=session, env_vars=serving_env, log_level=logging.ERROR)
-    step_register = ModelStep(
+def _deploy_steps(b: _Build, train: Any, evaluate: Any, model_package_group_name: str,
+                  endpoint_name: str) -> list[Any]:
+    """RegisterFraudModel (metrics attached), CreateFraudModel, FraudEndpointConfig, FraudEndpoint."""
+    sm, p = b.sm, b.params
+    eval_uri = sm.Join(on="/", values=[
+        evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri, "evaluation.json"])
+    serving_env = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": b.code["inference"].uri}
+    builder = sm.ModelBuilder(s3_model_data_url=train.properties.ModelArtifacts.S3ModelArtifacts, image_uri=b.image,
+                              role_arn=b.role, sagemaker_session=b.session, env_vars=serving_env,
+                              log_level=logging.ERROR)
+    register = sm.ModelStep(
         name="RegisterFraudModel",
         step_args=builder.register(
-            model_package_group_name=model_package_group_name, approval_status=approval,
+            model_package_group_name=model_package_group_name, approval_status=p["ModelApprovalStatus"],
             content_types=["text/csv", "application/json"], response_types=["application/json", "text/csv"],
-            inference_instances=[inference_type], transform_instances=[inference_type],
-            model_metrics=ModelMetrics(model_quality=ModelQuality(statistics=MetricsSource(
+            inference_instances=[p["InferenceInstanceType"]], transform_instances=[p["InferenceInstanceType"]],
+            model_metrics=sm.ModelMetrics(model_quality=sm.ModelQuality(statistics=sm.MetricsSource(
                 content_type="application/json", s3_uri=eval_uri))),
             description="Fraud classifier on point-in-time stream features (mlprep)",
         ),
     )
-    step_model = ModelStep(name="CreateFraudModel", step_args=builder.build(), retry_policies=[service_retry])
-    step_config = EndpointConfigStep(
+    model = sm.ModelStep(name="CreateFraudModel", step_args=builder.build(), retry_policies=[b.service_retry])
+    config = sm.EndpointConfigStep(
         name="FraudEndpointConfig",
-        step_args=session.create_endpoint_config(
-            name=Join(on="-", values=[endpoint_name, ExecutionVariables.PIPELINE_EXECUTION_ID]),
-            production_variants=[{"VariantName": "AllTraffic", "ModelName": step_model.properties.ModelName,
-                                  "InitialInstanceCount": 1, "InstanceType": inference_type}]),
-        retry_policies=[service_retry],
+        step_args=b.session.create_endpoint_config(
+            name=sm.Join(on="-", values=[endpoint_name, sm.ExecutionVariables.PIPELINE_EXECUTION_ID]),
+            production_variants=[{"VariantName": "AllTraffic", "ModelName": model.properties.ModelName,
+                                  "InitialInstanceCount": 1, "InstanceType": p["InferenceInstanceType"]}]),
+        retry_policies=[b.service_retry],
     )
-    step_endpoint = EndpointStep(
+    endpoint = sm.EndpointStep(
         name="FraudEndpoint",
-        step_args=session.create_endpoint(endpoint_name=endpoint_name,
-                                          config_name=step_config.properties.EndpointConfigName),
+        step_args=b.session.create_endpoint(endpoint_name=endpoint_name,
+                                            config_name=config.properties.EndpointConfigName),
     )
-    step_fail = FailStep(name="AucTooLowFail", error_message=Join(
-        on=" ", values=["Test ROC AUC", roc_auc, "is below the threshold", auc_threshold]))
-    step_check = ConditionStep(
-        name="CheckAucFraudModel",
-        conditions=[ConditionGreaterThanOrEqualTo(left=roc_auc, right=auc_threshold)],
-        if_steps=[step_register, step_model, step_config, step_endpoint], else_steps=[step_fail],
-    )
-    return Pipeline(name=pipeline_name, parameters=parameters,
-                    steps=[step_preprocess, step_train, step_eval, step_check], sagemaker_session=session)
+    return [register, model, config, endpoint]
 
+
+def _check_step(b: _Build, roc_auc: Any, if_steps: list[Any]) -> Any:
+    """CheckAucFraudModel: test ROC AUC >= AucThreshold, else AucTooLowFail with the AUC in its message."""
+    sm, threshold = b.sm, b.params["AucThreshold"]
+    fail = sm.FailStep(name="AucTooLowFail", error_message=sm.Join(
+        on=" ", values=["Test ROC AUC", roc_auc, "is below the threshold", threshold]))
+    return sm.ConditionStep(
+        name="CheckAucFraudModel",
+        conditions=[sm.ConditionGreaterThanOrEqualTo(left=roc_auc, right=threshold)],
+        if_steps=if_steps, else_steps=[fail],
+    )
 
 
 def stage_inputs(storage, labels: Path, transactions: Path | None, features: Path,
