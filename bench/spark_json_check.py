@@ -29,7 +29,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from mlprep.batch.job import read_output
-    from mlprep.batch.spark import run_job_spark, session
+    from mlprep.batch.engines.spark import run_job_spark, session
     from mlprep.datasets.payments import generate
 
     with tempfile.TemporaryDirectory(dir=ROOT / "bench" / "results") as tmp:

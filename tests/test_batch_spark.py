@@ -8,7 +8,7 @@ import pyspark  # noqa: F401  (a missing engine fails the suite, never skips: ml
 import pytest
 
 from mlprep.batch.job import read_output, run_job
-from mlprep.batch.spark import run_job_spark, session
+from mlprep.batch.engines.spark import SparkEngine, run_job_spark, session
 from tests.conftest import JOB
 from tests.oracle import assert_same_table
 
@@ -168,7 +168,7 @@ def test_transforms_match_the_embedded_engine(name, json_check, spark, tmp_path)
                 "output": {"input": out_input, "path": str(tmp_path / tag / "t"), "quarantine": str(tmp_path / tag / "q")}}
 
     du = run_job(cfg("duck"), progress=False)
-    sp = run_job_spark(cfg("spark"), spark=spark, progress=False, json_check=json_check)
+    sp = run_job(cfg("spark"), engine=SparkEngine(spark, json_check=json_check), progress=False)
     assert sp.rows == du.rows
     assert sp.summary["quarantine"]["by_reason"] == du.summary["quarantine"]["by_reason"]
     qa = pd.read_parquet(sp.summary["quarantine"]["file"])[["position", "stage", "reason"]]
@@ -188,7 +188,9 @@ def _on_both_engines(spark, tmp_path, source: dict, steps: list, **spark_args):
         return {"name": "t", "sources": {"r": source}, "steps": steps,
                 "output": {"input": "r", "path": str(tmp_path / tag / "t"), "quarantine": str(tmp_path / tag / "q")}}
 
-    return run_job(cfg("duck"), progress=False), run_job_spark(cfg("spark"), spark=spark, progress=False, **spark_args)
+    # both through run_job's engine protocol: the embedded engine by default, Spark by composition
+    return run_job(cfg("duck"), progress=False), run_job(cfg("spark"), engine=SparkEngine(spark, **spark_args),
+                                                         progress=False)
 
 
 def test_csv_malformed_rows_match_the_embedded_engine(spark, tmp_path):

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from mlprep.batch import quality
+from mlprep.batch import dqdl, quality
 from mlprep.duck import Engine
 from mlprep.errors import ConfigError
 
@@ -50,7 +50,7 @@ RULES = '''Rules = [
 
 
 def test_rules_give_exact_metrics_and_outcomes(engine):
-    rules = quality.parse(RULES)
+    rules = dqdl.parse(RULES)
     got = {o.rule: (o.passed, o.metric) for o in quality.evaluate(
         engine, "t", rules, "error", {"ref": "ref"}, now=dt.datetime(2026, 11, 29, 6, 0))}
     assert got == {
@@ -77,5 +77,5 @@ def test_rules_give_exact_metrics_and_outcomes(engine):
                                   'Rules = [ ColumnValues "a" between 1 ]', 'Rules = [ IsComplete ]'])
 def test_malformed_rules_fail_naming_the_field(text):
     with pytest.raises(ConfigError) as ei:
-        quality.parse(text, "quality.rules")
+        dqdl.parse(text, "quality.rules")
     assert ei.value.field == "quality.rules"

@@ -15,26 +15,29 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlprep.batch import dqdl
 from mlprep.errors import ConfigError
 from mlprep.yamlconf import config_error, read_mapping
 
+# Glue's type names (and aliases) -> the canonical name each engine maps to its own type
 GLUE_TYPES = {
-    "string": "VARCHAR", "varchar": "VARCHAR", "int": "INTEGER", "integer": "INTEGER",
-    "long": "BIGINT", "bigint": "BIGINT", "short": "SMALLINT", "byte": "TINYINT",
-    "double": "DOUBLE", "float": "FLOAT", "boolean": "BOOLEAN", "bool": "BOOLEAN",
-    "timestamp": "TIMESTAMP", "date": "DATE",
+    "string": "string", "varchar": "string", "int": "int", "integer": "int",
+    "long": "bigint", "bigint": "bigint", "short": "smallint", "byte": "tinyint",
+    "double": "double", "float": "float", "boolean": "boolean", "bool": "boolean",
+    "timestamp": "timestamp", "date": "date",
 }
 _DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
 
 
-def duck_type(glue_type: str, where: str) -> str:
-    t = glue_type.strip().lower()
+def glue_type(name: str, where: str) -> str:
+    """The canonical Glue type name (``string``, ``bigint``, ``decimal(10,2)``...) of ``name``."""
+    t = name.strip().lower()
     if t in GLUE_TYPES:
         return GLUE_TYPES[t]
     m = _DECIMAL.match(t)
     if m:
-        return f"DECIMAL({m.group(1)},{m.group(2)})"
-    raise ConfigError(where, f"unknown type {glue_type!r} (one of {', '.join(sorted(GLUE_TYPES))}, decimal(p,s))")
+        return f"decimal({m.group(1)},{m.group(2)})"
+    raise ConfigError(where, f"unknown type {name!r} (one of {', '.join(sorted(GLUE_TYPES))}, decimal(p,s))")
 
 
 class _Model(BaseModel):
@@ -103,7 +106,7 @@ class ResolveChoice(_Step):
             if action not in ("cast", "project", "make_cols"):
                 raise ValueError(f"{col}: unknown action {action!r} (cast:TYPE, project:TYPE, make_cols)")
             if action != "make_cols":
-                duck_type(t, f"specs.{col}")
+                glue_type(t, f"specs.{col}")
         return v
 
 
@@ -116,8 +119,8 @@ class ApplyMapping(_Step):
     @classmethod
     def _types(cls, v: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
         for i, (_, st, _, tt) in enumerate(v):
-            duck_type(st, f"mappings[{i}]")
-            duck_type(tt, f"mappings[{i}]")
+            glue_type(st, f"mappings[{i}]")
+            glue_type(tt, f"mappings[{i}]")
         return v
 
 
@@ -356,10 +359,8 @@ def load_job(config: str | Path | dict, params: dict[str, Any] | None = None) ->
         raise config_error(e) from None
     steps = job.parsed_steps()
     _check_graph(job, steps)
-    from mlprep.batch import quality  # DQDL is checked up front too
-
-    quality.parse(job.quality.rules, "quality.rules")
-    quality.parse(job.quality.warn, "quality.warn")
+    dqdl.parse(job.quality.rules, "quality.rules")  # DQDL is checked up front too
+    dqdl.parse(job.quality.warn, "quality.warn")
     return job, values
 
 

@@ -1,7 +1,7 @@
 """A batch job exported as an AWS Glue job: the script (PySpark, ``getResolvedOptions``,
 ``job.init`` / ``job.commit``) and the CreateJob arguments.
 
-The script runs the job on Glue's Spark with ``mlprep.batch.spark`` (mlprep installed on the
+The script runs the job on Glue's Spark with ``mlprep.batch.engines.spark`` (mlprep installed on the
 workers through ``--additional-python-modules``), so the Glue job has the same quarantine, row
 accounting, quality rules, bookmarks (in the output table's ``_mlprep/``, hence Glue's own job
 bookmarks off) and atomic publish as a local run. The job config is embedded in the script;
@@ -35,7 +35,7 @@ from awsglue.job import Job
 from awsglue.utils import getResolvedOptions
 from pyspark.context import SparkContext
 
-from mlprep.batch.spark import run_job_spark
+from mlprep.batch.engines.spark import run_job_spark
 
 JOB_CONFIG = {config}
 PARAMETERS = {params!r}  # job parameters, passed as --NAME VALUE

@@ -2,12 +2,12 @@
 
 The same job config, steps and marks (``_reason``, ``_cat``, ``_stage``, ``_record`` on rejected
 rows, lineage ``_src`` / ``_pos``), so quarantine, row accounting, error thresholds, bookmarks and
-atomic publish are those of ``mlprep.batch.job``: this module replaces extract, transform and
-the writing of the staged files; the staged Parquet is then checked (quality rules) and published
-by the same code as the embedded engine's.
+atomic publish are those of ``mlprep.batch.job``: this engine reads the sources, applies the steps
+and writes the staged files (a :class:`~mlprep.batch.engines.BatchEngine`); the staged Parquet is
+then checked (quality rules) and published by the job, as for the embedded engine.
 
 Spark traps handled: ANSI mode (casts are ``try_cast``), day-of-week numbering and DuckDB-only
-functions in config SQL (``mlprep.batch.dialect``), time zones (session UTC; timestamps written
+functions in config SQL (``spark_sql``), time zones (session UTC; timestamps written
 as TIMESTAMP_NTZ, as the embedded engine writes them), and small files (one file per output
 partition). Rejected rows reach the driver to be quarantined (they are few by design: the error
 thresholds bound them).
@@ -16,25 +16,30 @@ thresholds bound them).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
 import sys
-import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlprep.batch import bookmarks, transforms
-from mlprep.batch import job as batch_job
-from mlprep.batch.config import JobConfig, duck_type
-from mlprep.batch.dialect import spark_type, to_spark
+from mlprep.batch.config import Source, glue_type
+from mlprep.batch.engines import (
+    LINEAGE,
+    MARKS,
+    NULL_PARTITION,
+    Extracted,
+    RunContext,
+    StepError,
+    has_window,
+)
+from mlprep.batch.engines.spark_sql import to_spark
+from mlprep.batch.job import RunResult, run_job
+from mlprep.duck import lit
 from mlprep.errors import ConfigError, MlprepError
-from mlprep.io import sql as sql_io
 from mlprep.io.files import DETAIL_LIMIT, json_line_reason
-from mlprep.io.fs import list_files
-
-MARKS = transforms.MARKS
+from mlprep.io.fs import FileInfo
 
 
 @dataclass
@@ -64,52 +69,80 @@ def session(master: str = "local[2]", app: str = "mlprep-batch"):
 
 
 def _data_cols(df) -> list[str]:
-    return [c for c in df.columns if c not in MARKS and c not in transforms.LINEAGE]
+    return [c for c in df.columns if c not in MARKS and c not in LINEAGE]
 
 
 def _q(c: str) -> str:
     return "`" + c.replace("`", "``") + "`"
 
 
-class SparkRun(batch_job._Run):
-    """A job run whose data stays in Spark until it is staged as Parquet."""
+_SPARK_TYPES = {"string": "STRING", "int": "INT", "bigint": "BIGINT", "smallint": "SMALLINT",
+                "tinyint": "TINYINT", "double": "DOUBLE", "float": "FLOAT", "boolean": "BOOLEAN",
+                "timestamp": "TIMESTAMP", "date": "DATE"}
 
-    def __init__(self, job: JobConfig, values: dict[str, Any], progress: bool, now: dt.datetime | None,
-                 spark, json_check: str = "auto") -> None:
-        super().__init__(job, values, progress, now)
-        self.spark = spark
+
+def _spark_type(name: str, where: str) -> str:
+    """Spark SQL's type for a Glue type name."""
+    t = glue_type(name, where)
+    return _SPARK_TYPES.get(t) or t.upper()  # decimal(p,s) -> DECIMAL(p,s)
+
+
+class SparkEngine:
+    """A job's data in Spark until it is staged as Parquet (``run_job(..., engine=SparkEngine())``).
+
+    ``spark``: a session to use (else one is started with ``master`` and stopped at the end);
+    ``json_check``: how JSON lines are judged (one object, strict JSON) — ``variant`` (Spark 4's
+    ``try_parse_json``), ``python`` (a pandas UDF, for Spark 3.5 as on Glue 5.0), ``auto`` by
+    the Spark version."""
+
+    name = "spark"
+
+    def __init__(self, spark: Any = None, master: str = "local[2]", json_check: str = "auto") -> None:
         if json_check not in ("auto", "variant", "python"):
             raise ConfigError("json_check", f"auto, variant or python, got {json_check!r}")
-        self.json_check = json_check
+        self.spark, self.master, self.json_check = spark, master, json_check
+        self.own = spark is None
         self.rels: dict[str, Rel] = {}
-        self.summary["engine"] = {"name": "spark", "version": spark.version, "master": spark.sparkContext.master}
+
+    def open(self, run: RunContext) -> None:
+        self.job, self.ledger, self.tally, self.years = run.job, run.ledger, run.tally, run.years
+        if self.spark is None:
+            self.spark = session(self.master)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "spark", "version": self.spark.version, "master": self.spark.sparkContext.master}
+
+    def close(self) -> None:
+        if self.own and self.spark is not None:
+            self.spark.stop()
+            self.spark = None
 
     # -- extract ------------------------------------------------------------------------------
-    def extract(self) -> None:
-        t = time.time()
-        for name, src in self.job.sources.items():
-            info: dict[str, Any] = {"format": src.format}
-            if src.format == "sql":
-                df = self._extract_sql_spark(name, src, info)
-            elif src.format == "jsonl":
-                df = self._extract_jsonl(name, src, info)
-            else:
-                df = self._extract_other(name, src, info)
-            self.sources[name] = info
-            self.source_schemas[name] = {c: t for c, t in df.dtypes if c not in transforms.LINEAGE}
-            self.rels[name] = Rel(self._with_marks(df), name)
-        self._tick("extract", t)
+    def read_files(self, name: str, src: Source, files: list[tuple[int, FileInfo]],
+                   advance: Callable[[int], object]) -> Extracted:
+        if src.format == "jsonl":
+            df, got = self._extract_jsonl(src, files)
+        else:
+            df, got = self._extract_other(src, files)
+        got.schema = {c: t for c, t in df.dtypes if c not in LINEAGE}
+        self.rels[name] = Rel(self._with_marks(df), name)
+        return got
+
+    def read_table(self, name: str, fid: int, table: Any) -> Extracted:
+        """SQL sources are read by mlprep's reader (no JDBC jars needed) and handed to Spark."""
+        import pyarrow as pa
+
+        t = table.add_column(0, "_pos", pa.array(range(1, table.num_rows + 1), pa.int64()))
+        t = t.add_column(0, "_src", pa.array([fid] * t.num_rows, pa.int32()))
+        df = self.spark.createDataFrame(t.to_pandas()) if t.num_rows else self.spark.createDataFrame(
+            [], ", ".join(["_src INT", "_pos BIGINT"] + [f"{_q(c)} STRING" for c in table.column_names]))
+        self.rels[name] = Rel(self._with_marks(df), name)
+        return Extracted(t.num_rows, 0, {c: ty for c, ty in df.dtypes if c not in LINEAGE})
 
     def _with_marks(self, df):
         from pyspark.sql import functions as F
 
         return df.select("*", *[F.lit(None).cast("string").alias(m) for m in MARKS])
-
-    def _todo(self, name: str, src) -> list:
-        found = list_files(src.path, batch_job.SUFFIXES[src.format])
-        use_bm = src.bookmark and self.bookmark_in is not None
-        todo = bookmarks.new_files(self.bookmark_in or {}, name, found) if use_bm else found
-        return found, todo
 
     def _json_check(self) -> str:
         """How JSON lines are judged: Spark 4's VARIANT parse, or a pandas UDF on older Spark
@@ -118,22 +151,17 @@ class SparkRun(batch_job._Run):
             return self.json_check
         return "variant" if int(self.spark.version.split(".")[0]) >= 4 else "python"
 
-    def _extract_jsonl(self, name: str, src, info: dict[str, Any]):
+    def _extract_jsonl(self, src: Source, files: list[tuple[int, FileInfo]]) -> tuple[Any, Extracted]:
         from pyspark.sql import Row
         from pyspark.sql import functions as F
 
-        found, todo = self._todo(name, src)
-        info.update(path=src.path, files=len(todo), skipped_by_bookmark=len(found) - len(todo), empty_files=0,
-                    choice_columns={})
-        ids = self._register_files(name, "jsonl", [f.url for f in todo])
         frames = []
-        for fid, f in zip(ids, todo, strict=True):
+        for fid, f in files:
             lines = self.spark.read.text(f.url).rdd.zipWithIndex().map(
                 lambda r, fid=fid: Row(_src=fid, _pos=r[1] + 1, value=r[0][0]))
             frames.append(self.spark.createDataFrame(lines, "_src INT, _pos BIGINT, value STRING"))
         if not frames:  # nothing new since the bookmark (or no files): the job is a no-op
-            info.update(read=0, quarantined=0)
-            return self.spark.createDataFrame([], "_src INT, _pos BIGINT")
+            return self.spark.createDataFrame([], "_src INT, _pos BIGINT"), Extracted(0, 0, {})
         raw = frames[0]
         for f in frames[1:]:
             raw = raw.unionByName(f)
@@ -165,23 +193,17 @@ class SparkRun(batch_job._Run):
                           for i, r in enumerate(bad_rows)])
         good = parsed.filter(ok)
         df = good.select("_src", "_pos", *[F.col(f"_j.{_q(f.name)}").alias(f.name) for f in schema.fields], *extra)
-        info.update(read=raw.count(), quarantined=len(bad_rows))
-        if src.bookmark:
-            self.bookmark_out = bookmarks.advance(self.bookmark_out, name, files=todo)
-        return df
+        return df, Extracted(raw.count(), len(bad_rows), {})
 
-    def _extract_other(self, name: str, src, info: dict[str, Any]):
+    def _extract_other(self, src: Source, files: list[tuple[int, FileInfo]]) -> tuple[Any, Extracted]:
         from pyspark.sql import functions as F
         from pyspark.sql.window import Window
 
-        found, todo = self._todo(name, src)
-        info.update(path=src.path, files=len(todo), skipped_by_bookmark=len(found) - len(todo), empty_files=0,
-                    choice_columns={}, quarantined=0)
-        ids = self._register_files(name, src.format, [f.url for f in todo])
+        got = Extracted(0, 0, {})
         frames = []
-        for fid, f in zip(ids, todo, strict=True):
+        for fid, f in files:
             if src.format == "csv":
-                d = self._read_csv(fid, f.url, src, info)
+                d = self._read_csv(fid, f.url, src, got)
                 frames.append(d)
                 continue
             else:
@@ -189,17 +211,14 @@ class SparkRun(batch_job._Run):
             w = Window.orderBy(F.monotonically_increasing_id())
             frames.append(d.select(F.lit(fid).alias("_src"), F.row_number().over(w).cast("bigint").alias("_pos"), "*"))
         if not frames:
-            info["read"] = 0
-            return self.spark.createDataFrame([], "_src INT, _pos BIGINT")
+            return self.spark.createDataFrame([], "_src INT, _pos BIGINT"), got
         df = frames[0]
         for f in frames[1:]:
             df = df.unionByName(f, allowMissingColumns=True)
-        info["read"] = df.count() + info["quarantined"]
-        if src.bookmark:
-            self.bookmark_out = bookmarks.advance(self.bookmark_out, name, files=todo)
-        return df
+        got.read = df.count() + got.quarantined
+        return df, got
 
-    def _read_csv(self, fid: int, url: str, src, info: dict[str, Any]):
+    def _read_csv(self, fid: int, url: str, src: Source, got: Extracted):
         """CSV as text columns, as the embedded engine reads it: lines parsed by Python's csv
         module on the executors; a line with the wrong number of fields is quarantined with its
         line number; good records are numbered in order (``record N``)."""
@@ -230,30 +249,13 @@ class SparkRun(batch_job._Run):
         parsed = lines.flatMap(parse).cache()
         bad = parsed.filter(lambda r: r[1] is None).collect()
         self._quarantine([(fid, ln, f"line {ln}", "read", reason, text) for ln, _, reason, text in sorted(bad)])
-        info["quarantined"] = info.get("quarantined", 0) + len(bad)
+        got.quarantined += len(bad)
         good = parsed.filter(lambda r: r[1] is not None).map(lambda r: (r[0], *r[1]))
         schema = ", ".join(["_line BIGINT", *[f"{_q(n)} STRING" for n in names]])
         df = self.spark.createDataFrame(good, schema)
         w = Window.orderBy("_line")
         return df.select(F.lit(fid).alias("_src"), F.row_number().over(w).cast("bigint").alias("_pos"),
                          *[F.col(_q(n)) for n in names])
-
-    def _extract_sql_spark(self, name: str, src, info: dict[str, Any]):
-        """SQL sources are read by mlprep's reader (no JDBC jars needed) and handed to Spark."""
-        after = bookmarks.last_key(self.bookmark_in or {}, name) if (src.bookmark and src.incremental_key) else None
-        res = sql_io.read_table(src.url, src.table, src.query, src.incremental_key, after)
-        (fid,) = self._register_files(name, "sql", [sql_io.redact(src.url) + (f"#{src.table}" if src.table else "#query")])
-        import pyarrow as pa
-
-        t = res.table
-        t = t.add_column(0, "_pos", pa.array(range(1, t.num_rows + 1), pa.int64()))
-        t = t.add_column(0, "_src", pa.array([fid] * t.num_rows, pa.int32()))
-        df = self.spark.createDataFrame(t.to_pandas()) if t.num_rows else self.spark.createDataFrame(
-            [], ", ".join(["_src INT", "_pos BIGINT"] + [f"{_q(c)} STRING" for c in res.table.column_names]))
-        info.update(url=sql_io.redact(src.url), read=t.num_rows, quarantined=0, after_key=after, max_key=res.max_key)
-        if src.bookmark and src.incremental_key and res.max_key is not None:
-            self.bookmark_out = bookmarks.advance(self.bookmark_out, name, key=res.max_key)
-        return df
 
     def _quarantine(self, rows: list[tuple]) -> None:
         if not rows:
@@ -264,9 +266,9 @@ class SparkRun(batch_job._Run):
         tbl = pa.table({"_src": pa.array(cols[0], pa.int32()), "_pos": pa.array(cols[1], pa.int64()),
                         "position": pa.array(cols[2], pa.string()), "stage": pa.array(cols[3], pa.string()),
                         "reason": pa.array(cols[4], pa.string()), "record": pa.array(cols[5], pa.string())})
-        self.engine.register("_q_rows", tbl)
-        self.engine.run("INSERT INTO _quarantine SELECT _src, _pos, position, stage, reason, record FROM _q_rows")
-        self.engine.con.unregister("_q_rows")
+        self.ledger.register("_q_rows", tbl)
+        self.ledger.run("INSERT INTO _quarantine SELECT _src, _pos, position, stage, reason, record FROM _q_rows")
+        self.ledger.con.unregister("_q_rows")
 
     # -- marks and materialization ------------------------------------------------------------
     def _view(self, rel: Rel, cols: list, reason=None, category: str = "quarantined", stage: str = "",
@@ -292,37 +294,33 @@ class SparkRun(batch_job._Run):
         df = rel.df.persist()
         marked = df.filter(F.col("_reason").isNotNull())
         for cat, n in marked.groupBy("_cat").count().collect():
-            self.ctx.count(rel.origin, cat, n)
+            self.tally.count(rel.origin, cat, n)
         q = marked.filter(F.col("_cat") == "quarantined").select("_src", "_pos", "_stage", "_reason", "_record").collect()
         self._quarantine([(r[0], r[1], None, r[2], r[3], r[4]) for r in q])
         live = df.filter(F.col("_reason").isNull())
         return Rel(live, rel.origin, False)
 
-    # -- transform ----------------------------------------------------------------------------
-    def transform(self):
-        t = time.time()
-        consumed: set[int] = set()
-        for i, (kind, step) in enumerate(self.job.parsed_steps()):
-            stage = f"steps[{i}].{kind}"
-            rels = self.rels
-            consumed.add(id(rels[step.input].df))
-            if kind == "join":
-                consumed.add(id(rels[step.right].df))
-                if rels[step.right].pending:
-                    rels[step.right] = self._materialize(rels[step.right])
-                out = self._join(rels[step.left], rels[step.right], step, stage)
-            else:
-                out = getattr(self, "_" + kind)(rels[step.input], step, stage)
-            rels[step.out] = out
-        final = self.rels[self.job.output.input]
-        if final.pending:
-            final = self.rels[self.job.output.input] = self._materialize(final)
-        for name, rel in list(self.rels.items()):
-            if rel.pending and id(rel.df) not in consumed:
-                self.rels[name] = self._materialize(rel)
-        self._tick("transform", t)
-        return final
+    # -- relations ----------------------------------------------------------------------------
+    def origin(self, name: str) -> str:
+        return self.rels[name].origin
 
+    def pending(self, name: str) -> bool:
+        return self.rels[name].pending
+
+    def identity(self, name: str) -> object:
+        return id(self.rels[name].df)
+
+    def materialize(self, name: str) -> None:
+        self.rels[name] = self._materialize(self.rels[name])
+
+    def apply(self, kind: str, step: Any, stage: str) -> None:
+        if kind == "join":
+            out = self._join(self.rels[step.left], self.rels[step.right], step, stage)
+        else:
+            out = getattr(self, "_" + kind)(self.rels[step.input], step, stage)
+        self.rels[step.out] = out
+
+    # -- steps --------------------------------------------------------------------------------
     def _relationalize(self, rel: Rel, step, stage: str) -> Rel:
         from pyspark.sql import functions as F
         from pyspark.sql.types import ArrayType, StructType
@@ -342,7 +340,7 @@ class SparkRun(batch_job._Run):
                 sel.append(F.col(path).alias(name))
 
         for f in rel.df.schema.fields:
-            if f.name not in MARKS and f.name not in transforms.LINEAGE and not f.name.startswith("__json_"):
+            if f.name not in MARKS and f.name not in LINEAGE and not f.name.startswith("__json_"):
                 flat(_q(f.name), f.name, f.dataType)
         extra = [F.col(_q(c)) for c in rel.df.columns if c.startswith("__json_")]
         if arrays:
@@ -353,7 +351,7 @@ class SparkRun(batch_job._Run):
             c = rel.df.filter(F.col(path).isNotNull()).select(
                 "_src", "_pos", F.shiftleft(F.col("_src").cast("bigint"), 40).bitwiseOR(F.col("_pos")).alias("id"),
                 F.posexplode(F.col(path)).alias("index", "val"))
-            self.ctx.derived_reads[child_name] = c.count()
+            self.tally.derived_reads[child_name] = c.count()
             crel = Rel(self._with_marks(c), child_name)
             if isinstance(c.schema["val"].dataType, StructType):
                 crel = self._relationalize(crel, type(step)(input=child_name, separator=sep), stage)
@@ -367,20 +365,20 @@ class SparkRun(batch_job._Run):
         replace, extra, reasons = {}, [], []
         for col, spec in step.specs.items():
             if col not in types:
-                self.ctx.notes.append(f"{stage}: column {col!r} not found; nothing to resolve")
+                self.tally.notes.append(f"{stage}: column {col!r} not found; nothing to resolve")
                 continue
             action, _, tname = spec.partition(":")
             raw = f"__json_{col}"
             fam = _family(F.col(raw)) if raw in types else F.lit(_spark_family(types[col]))
             text = F.col(_q(col)).cast("string")
             if action == "cast":
-                t = spark_type(duck_type(tname, f"specs.{col}"))
+                t = _spark_type(tname, f"specs.{col}")
                 cast = F.expr(f"try_cast({_q(col)} AS {t})") if types[col] != t.lower() else F.col(_q(col))
                 expr = self._in_years(cast, t)
                 replace[col] = expr
                 reasons.append((F.col(_q(col)).isNotNull() & expr.isNull(), self._cast_reason(col, text, cast, tname)))
             elif action == "project":
-                t = spark_type(duck_type(tname, f"specs.{col}"))
+                t = _spark_type(tname, f"specs.{col}")
                 want = _spark_family(t.lower())
                 ok = ["double", "long"] if want in ("double", "long") else [want]
                 replace[col] = F.when(fam.isin(ok), F.expr(f"try_cast({_q(col)} AS {t})"))
@@ -388,7 +386,7 @@ class SparkRun(batch_job._Run):
                 present = [r[0] for r in rel.df.filter(F.col(_q(col)).isNotNull() & F.col("_reason").isNull())
                            .select(fam.alias("f")).distinct().orderBy("f").collect()]
                 for fam_name in present:
-                    t = spark_type(duck_type(fam_name if fam_name not in ("struct", "array") else "string", col))
+                    t = _spark_type(fam_name if fam_name not in ("struct", "array") else "string", col)
                     extra.append(F.when(fam == fam_name, F.expr(f"try_cast({_q(col)} AS {t})")).alias(f"{col}_{fam_name}"))
                 replace[col] = None
         sel = [replace[n].alias(n) if n in replace else F.col(_q(n)) for n in _data_cols(rel.df)
@@ -403,10 +401,10 @@ class SparkRun(batch_job._Run):
         types = dict(rel.df.dtypes)
         sel, reasons = [], []
         for i, (src, _stype, dst, dtype_name) in enumerate(step.mappings):
-            target = spark_type(duck_type(dtype_name, f"{stage}.mappings[{i}]"))
+            target = _spark_type(dtype_name, f"{stage}.mappings[{i}]")
             path = src if src in types else (src if src.split(".")[0] in types else None)
             if path is None:
-                self.ctx.notes.append(f"{stage}: source column {src!r} not found; {dst!r} is NULL")
+                self.tally.notes.append(f"{stage}: source column {src!r} not found; {dst!r} is NULL")
                 sel.append(F.lit(None).cast(target).alias(dst))
                 continue
             col = F.col(_q(path)) if path in types else F.col(path)
@@ -430,7 +428,7 @@ class SparkRun(batch_job._Run):
             return F.when(~F.isnan(cast) & (F.abs(cast) != float("inf")), cast)
         if spark_t.lower() not in ("timestamp", "timestamp_ntz", "date"):
             return cast
-        lo, hi = self.ctx.years
+        lo, hi = self.years
         return F.when(F.year(cast).between(lo, hi), cast)
 
     def _cast_reason(self, name: str, text, cast, type_name: str):
@@ -439,7 +437,7 @@ class SparkRun(batch_job._Run):
         failed = F.concat(F.lit(f"{name}: cannot cast "), text, F.lit(f" to {type_name}"))
         if type_name.lower() in ("double", "float"):  # no value: not a number, or NaN / infinite
             return failed
-        lo, hi = self.ctx.years
+        lo, hi = self.years
         return F.when(cast.isNull(), failed).otherwise(
             F.concat(F.lit(f"{name}: "), text, F.lit(f" is outside the years {lo}-{hi}")))
 
@@ -470,7 +468,7 @@ class SparkRun(batch_job._Run):
         cols = _data_cols(rel.df)
         for k in step.keys:
             if k not in cols:
-                raise transforms.StepError(f"{stage}: key column {k!r} not found (columns: {', '.join(cols)})")
+                raise StepError(f"{stage}: key column {k!r} not found (columns: {', '.join(cols)})")
         rel = self._materialize(rel)
         last = step.keep == "last"
         order = [F.expr(to_spark(o)) for o in step.order_by] + [F.col("_src"), F.col("_pos")]
@@ -490,11 +488,11 @@ class SparkRun(batch_job._Run):
         for k in step.on:
             for side, cols in (("left", lt), ("right", rt)):
                 if k not in cols:
-                    raise transforms.StepError(f"{stage}: join key {k!r} not in {side} relation")
+                    raise StepError(f"{stage}: join key {k!r} not in {side} relation")
         live_r = right.df.filter(F.col("_reason").isNull())
         dups = live_r.groupBy(*step.on).count().filter(F.col("count") > 1).count()
         if dups:
-            raise transforms.StepError(
+            raise StepError(
                 f"{stage}: right relation {step.right!r} has {dups} duplicate key(s) on ({', '.join(step.on)});"
                 " joins are many-to-one (dedupe the right side first)")
         right_cols = [(c, c if c not in lt else f"{c}_{step.right}") for c in rt if c not in step.on]
@@ -515,7 +513,7 @@ class SparkRun(batch_job._Run):
     def _derive(self, rel: Rel, step, stage: str) -> Rel:
         from pyspark.sql import functions as F
 
-        if any(transforms._OVER.search(v) for v in step.columns.values()):
+        if any(has_window(v) for v in step.columns.values()):
             rel = self._materialize(rel)  # windows see live rows only
         cols = _data_cols(rel.df)
         exprs = {k: F.expr(to_spark(v)) for k, v in step.columns.items()}
@@ -530,7 +528,7 @@ class SparkRun(batch_job._Run):
                                           for c in out.df.columns]), out.origin, out.pending)
             return out
         except Exception as e:
-            raise transforms.StepError(f"{stage}: {str(e).splitlines()[0]}") from e
+            raise StepError(f"{stage}: {str(e).splitlines()[0]}") from e
 
     def _drop_null_fields(self, rel: Rel, step, stage: str) -> Rel:
         from pyspark.sql import functions as F
@@ -543,32 +541,25 @@ class SparkRun(batch_job._Run):
         keep = [c for c, n in zip(cols, counts, strict=True) if n > 0]
         dropped = [c for c, n in zip(cols, counts, strict=True) if n == 0]
         if dropped:
-            self.ctx.notes.append(f"{stage}: dropped all-null columns {', '.join(dropped)}")
+            self.tally.notes.append(f"{stage}: dropped all-null columns {', '.join(dropped)}")
         return self._view(rel, [F.col(_q(c)) for c in keep])
 
     # -- output -------------------------------------------------------------------------------
-    def stage(self, rel: Rel) -> tuple[Path, str]:
-        """Spark writes the staged Parquet (one file per partition, deterministic names);
-        the embedded engine then reads it for quality rules and publishing."""
+    def write(self, name: str, staged: Path, tag: str) -> list[Path]:
+        """Spark writes the staged Parquet (one file per partition, deterministic names); the
+        ledger reads the files' schema as ``_out``."""
         from pyspark.sql import functions as F
 
-        t = time.time()
-        out = self.job.output
+        rel, out = self.rels[name], self.job.output
         parts = out.partition_by
-        null = "__MLPREP_NULL__"
         cols = [c for c in _data_cols(rel.df) if not c.startswith("__json_")]
         if not cols:
             raise MlprepError(f"output.input: relation {out.input!r} has no columns to write")
         sel = [F.col(_q(c)).cast("timestamp_ntz").alias(c) if t_ == "timestamp" else F.col(_q(c))
                for c, t_ in rel.df.select(*[F.col(_q(c)) for c in cols]).dtypes]
-        sel += [F.coalesce(F.expr(to_spark(e)).cast("string"), F.lit(null)).alias(k) for k, e in parts.items()]
+        sel += [F.coalesce(F.expr(to_spark(e)).cast("string"), F.lit(NULL_PARTITION)).alias(k)
+                for k, e in parts.items()]
         df = rel.df.select(*sel)
-        staged = self.table.staging(self.run_id)
-        ident_src = json.dumps({"config": self.job.model_dump(mode="json"), "files": self._inputs()},
-                               sort_keys=True, default=str)
-        import hashlib
-
-        self.tag = hashlib.sha256(ident_src.encode()).hexdigest()[:16]
         tmp = staged.with_name(staged.name + ".spark")
         codec = {"none": "uncompressed"}.get(out.compression, out.compression)
         writer = (df.repartition(*[F.col(k) for k in parts]) if parts else df.coalesce(1)).write.option(
@@ -577,36 +568,41 @@ class SparkRun(batch_job._Run):
             (writer.partitionBy(*parts) if parts else writer).mode("overwrite").parquet(str(tmp))
         except Exception as e:
             raise MlprepError(f"computing the output failed: {str(e).splitlines()[0]}") from e
-        staged.mkdir(parents=True, exist_ok=True)
-        for folder in sorted({p.parent for p in tmp.rglob("*.parquet")}):
-            rel_dir = folder.relative_to(tmp)
-            for i, f in enumerate(sorted(folder.glob("*.parquet"))):
-                (staged / rel_dir).mkdir(parents=True, exist_ok=True)
-                f.replace(staged / rel_dir / f"part-{self.tag}-{i}.parquet")
-        shutil.rmtree(tmp, ignore_errors=True)
-        files = sorted(staged.rglob("*.parquet"))
-        for k in parts:
-            if any(f"{k}={null}" in f.parts for f in files):
-                raise MlprepError(f"output.partition_by.{k}: expression gives NULL for some rows;"
-                                  " require the columns it uses first")
-        lst = ", ".join(f"'{f}'" for f in files)
-        if files:
-            self.engine.run(f"CREATE VIEW _staged AS SELECT * FROM read_parquet([{lst}], hive_partitioning = "
-                            f"{'true' if parts else 'false'}, hive_types_autocast = false)")
-        else:
+        files = _move_parts(tmp, staged, tag)
+        if not files:
             raise MlprepError("the job wrote no rows")
-        self.engine.run("CREATE TABLE _out AS SELECT * FROM _staged LIMIT 0")  # the schema (files move at publish)
-        self.check_append_schema()
-        # relations the quality rules refer to (ReferentialIntegrity "users.user_id"), by name
-        for name, r in self.rels.items():
-            if name != out.input and name in (self.job.quality.rules + self.job.quality.warn):
-                rel = r.df.filter(F.col("_reason").isNull()).select(
-                    *[F.col(_q(c)) for c in _data_cols(r.df) if not c.startswith("__json_")])
-                # toArrow is Spark 4; Spark 3.5 (Glue 5.0) goes through pandas (a dimension table: small)
-                self.engine.register(f"_rel_{name}", rel.toArrow() if hasattr(rel, "toArrow") else rel.toPandas())
-                self.ctx.relations[name] = transforms.Relation(f"_rel_{name}", name)
-        self._tick("write", t)
-        return staged, "_staged"
+        self.ledger.run(f"CREATE TABLE _out AS SELECT * FROM read_parquet([{', '.join(lit(str(f)) for f in files)}],"
+                        f" hive_partitioning = {lit(bool(parts))}, hive_types_autocast = false) LIMIT 0")
+        return files
+
+    def share(self, names: Iterable[str]) -> dict[str, str]:
+        """Relations the quality rules name (ReferentialIntegrity "users.user_id"), as ledger
+        tables of their live rows (dimension tables: small)."""
+        from pyspark.sql import functions as F
+
+        out = {}
+        for name in names:
+            r = self.rels.get(name)
+            if r is None or name == self.job.output.input:
+                continue
+            rel = r.df.filter(F.col("_reason").isNull()).select(
+                *[F.col(_q(c)) for c in _data_cols(r.df) if not c.startswith("__json_")])
+            # toArrow is Spark 4; Spark 3.5 (Glue 5.0) goes through pandas
+            self.ledger.register(f"_rel_{name}", rel.toArrow() if hasattr(rel, "toArrow") else rel.toPandas())
+            out[name] = f"_rel_{name}"
+        return out
+
+
+def _move_parts(tmp: Path, staged: Path, tag: str) -> list[Path]:
+    """Spark's part files renamed ``part-<tag>-<i>.parquet`` into ``staged`` (folders kept)."""
+    staged.mkdir(parents=True, exist_ok=True)
+    for folder in sorted({p.parent for p in tmp.rglob("*.parquet")}):
+        rel_dir = folder.relative_to(tmp)
+        for i, f in enumerate(sorted(folder.glob("*.parquet"))):
+            (staged / rel_dir).mkdir(parents=True, exist_ok=True)
+            f.replace(staged / rel_dir / f"part-{tag}-{i}.parquet")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return sorted(staged.rglob("*.parquet"))
 
 
 _OUT_OF_RANGE = r"[eE][+]?[0-9]{3}|[0-9]{300}"  # where a JSON number may exceed a double
@@ -714,19 +710,8 @@ def _family(raw_json):
             .when(raw_json.rlike(r"^-?\d+$"), "long").otherwise("double"))
 
 
-def run_job_spark(config, params: dict[str, Any] | None = None, *, master: str = "local[2]", spark=None,
-                  progress: bool | None = None, now: dt.datetime | None = None, json_check: str = "auto"):
-    """``run_job`` on Spark: same arguments, same summary (``engine`` says which ran it).
-
-    ``json_check``: how JSON lines are judged (one object, strict JSON) — ``variant`` (Spark 4's
-    ``try_parse_json``), ``python`` (a pandas UDF, for Spark 3.5 as on Glue 5.0), ``auto`` by
-    the Spark version."""
-    own = spark is None
-    spark = spark or session(master)
-    try:
-        return batch_job.run_job(config, params, progress=progress, now=now,
-                                 run_factory=lambda job, values, prog, when: SparkRun(job, values, prog, when, spark,
-                                                                                     json_check))
-    finally:
-        if own:
-            spark.stop()
+def run_job_spark(config: Any, params: dict[str, Any] | None = None, *, master: str = "local[2]",
+                  spark: Any = None, progress: bool | None = None, now: dt.datetime | None = None,
+                  json_check: str = "auto") -> RunResult:
+    """``run_job`` on Spark: same arguments, same summary (``engine`` says which ran it)."""
+    return run_job(config, params, engine=SparkEngine(spark, master, json_check), progress=progress, now=now)
