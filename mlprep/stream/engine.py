@@ -30,10 +30,17 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from mlprep.stream.aggregations import (
+    AGGREGATIONS,
+    accumulators,
+    distinct_columns,
+    distinct_count,
+    merge_rows,
+    partial_rows,
+)
+from mlprep.stream.columns import END, POS, SEQ, START, T
 from mlprep.stream.spec import FeatureSpec, Window
 
-T, SEQ, POS = "_t", "_seq", "_pos"  # event time (ms), arrival index, source position
-START, END = "window_start", "window_end"
 NEG_INF = np.iinfo(np.int64).min // 4
 
 
@@ -46,19 +53,6 @@ class BatchResult:
     watermark: int
 
 
-def _value_columns(spec: FeatureSpec) -> dict[str, set[str]]:
-    """Value columns and the functions asked of each (only their accumulators are kept)."""
-    out: dict[str, set[str]] = {}
-    for a in spec.aggregations:
-        if a.column and a.function not in ("count", "count_distinct"):
-            out.setdefault(a.column, set()).add(a.function)
-    return dict(sorted(out.items()))
-
-
-def _distinct_columns(spec: FeatureSpec) -> list[str]:
-    return sorted({a.column for a in spec.aggregations if a.function == "count_distinct"})
-
-
 class _WindowState:
     """Open windows of one window definition: accumulators per (keys, window_start)."""
 
@@ -66,8 +60,8 @@ class _WindowState:
         self.spec, self.w = spec, window
         self.keys = list(spec.entity)
         self.size = window.size
-        self.values = _value_columns(spec)
-        self.distinct = _distinct_columns(spec)
+        self.values = accumulators(spec.aggregations)  # value column -> its accumulators
+        self.distinct = distinct_columns(spec.aggregations)
         self.acc: pl.DataFrame | None = None  # one row per open window
         self.seen: dict[str, pl.DataFrame] = {}  # count_distinct: unique (keys, start, value)
 
@@ -85,27 +79,7 @@ class _WindowState:
 
     # -- accumulate ----------------------------------------------------------------------------
     def _partial(self, rows: pl.DataFrame) -> pl.DataFrame:
-        aggs: list[pl.Expr] = [pl.len().cast(pl.Int64).alias("_count")]
-        for c, fns in self.values.items():
-            numeric = fns & {"sum", "mean", "stddev", "min", "max"}
-            x = pl.col(c).cast(pl.Float64) if numeric else pl.col(c)
-            aggs.append(pl.col(c).count().cast(pl.Int64).alias(f"{c}__n"))
-            if fns & {"sum"}:
-                aggs.append(x.sum().alias(f"{c}__sum"))
-            if fns & {"mean", "stddev"}:
-                aggs.append(x.mean().alias(f"{c}__mean"))
-            if "stddev" in fns:
-                aggs.append((x.var(ddof=0) * x.count()).alias(f"{c}__m2"))
-            if "min" in fns:
-                aggs.append(x.min().alias(f"{c}__min"))
-            if "max" in fns:
-                aggs.append(x.max().alias(f"{c}__max"))
-            nn = pl.col(c).is_not_null()
-            for end in fns & {"first", "last"}:  # by event time, then arrival; kept with their order
-                srt = [pl.col(T).filter(nn), pl.col(SEQ).filter(nn)]
-                for suffix, col in (("", c), ("_t", T), ("_s", SEQ)):
-                    e = pl.col(col).filter(nn).sort_by(srt)
-                    aggs.append((e.first() if end == "first" else e.last()).alias(f"{c}__{end}{suffix}"))
+        aggs = [partial_rows(), *(acc.partial(c).alias(acc.name(c)) for c, accs in self.values.items() for acc in accs)]
         return rows.group_by([*self.keys, START]).agg(aggs).with_columns(
             pl.lit(True).alias("_dirty"), pl.lit(False).alias("_emitted"))
 
@@ -114,47 +88,10 @@ class _WindowState:
 
     def _merge(self, parts: pl.DataFrame, by: list[str] | None = None,
                extra: list[pl.Expr] | None = None) -> pl.DataFrame:
-        aggs: list[pl.Expr] = [pl.col("_count").sum(), *(extra or [])]
-        for c, fns in self.values.items():
-            n = pl.col(f"{c}__n")
-            tot = n.sum()
-            aggs.append(tot.alias(f"{c}__n"))
-            if "sum" in fns:
-                aggs.append(pl.col(f"{c}__sum").sum())
-            if fns & {"mean", "stddev"}:
-                mean = pl.col(f"{c}__mean").fill_nan(None).fill_null(0)
-                aggs.append((n * mean).sum().alias(f"{c}__nm"))
-                if "stddev" in fns:
-                    # Chan et al.'s merge, M2 = sum(M2_i) + sum(n_i * (mean_i - mean)^2): the pairwise
-                    # update M2a + M2b + d^2 na nb / n applied to k parts at once. Deviations from
-                    # the merged mean, never sum(n_i mean_i^2) - n mean^2, which cancels
-                    # catastrophically (1e8 + 0.1, 0.2, 0.3 gave 0).
-                    grand = (n * mean).sum() / tot
-                    spread = (n * (mean - grand) ** 2).fill_nan(None).sum()
-                    aggs.append((pl.col(f"{c}__m2").fill_nan(None).fill_null(0).sum() + spread).alias(f"{c}__m2"))
-            if "min" in fns:
-                aggs.append(pl.col(f"{c}__min").min())
-            if "max" in fns:
-                aggs.append(pl.col(f"{c}__max").max())
-            for end in ("first", "last"):
-                if end not in fns:
-                    continue
-                srt = [pl.col(f"{c}__{end}_t"), pl.col(f"{c}__{end}_s")]
-                for suffix in ("", "_t", "_s"):
-                    col = pl.col(f"{c}__{end}{suffix}")
-                    aggs.append(col.sort_by(srt, descending=end == "last", nulls_last=True).first()
-                                .alias(f"{c}__{end}{suffix}"))
-        aggs += [pl.col("_dirty").any(), pl.col("_emitted").any()]
-        out = parts.group_by(by or [*self.keys, START]).agg(aggs)
-        fix = []
-        for c, fns in self.values.items():
-            if fns & {"mean", "stddev"}:
-                n = pl.col(f"{c}__n")
-                grand = pl.when(n > 0).then(pl.col(f"{c}__nm") / n)
-                fix.append(grand.alias(f"{c}__mean"))
-        if fix:
-            out = out.with_columns(fix).drop([c for c in out.columns if c.endswith("__nm")])
-        return out
+        aggs = [merge_rows(), *(extra or []),
+                *(acc.merge(c).alias(acc.name(c)) for c, accs in self.values.items() for acc in accs),
+                pl.col("_dirty").any(), pl.col("_emitted").any()]
+        return parts.group_by(by or [*self.keys, START]).agg(aggs)
 
     def add(self, rows: pl.DataFrame) -> None:
         if rows.is_empty():
@@ -199,25 +136,10 @@ class _WindowState:
     def _features(self, rows: pl.DataFrame, watermark: int) -> pl.DataFrame:
         cols: list[pl.Expr] = [*[pl.col(k) for k in self.keys], pl.lit(self.w.name).alias("window"),
                                pl.col(START), self._end().alias(END)]
-        for a in self.spec.aggregations:
-            name, c = f"{a.name}_{self.w.name}", a.column
-            if a.function == "count":
-                e = pl.col("_count")
-            elif a.function == "count_distinct":
-                e = pl.col(f"_d_{c}").fill_null(0)
-            elif a.function == "sum":
-                e = pl.when(pl.col(f"{c}__n") > 0).then(pl.col(f"{c}__sum"))
-            elif a.function == "mean":
-                e = pl.when(pl.col(f"{c}__n") > 0).then(pl.col(f"{c}__mean"))
-            elif a.function == "stddev":
-                e = pl.when(pl.col(f"{c}__n") > 1).then((pl.col(f"{c}__m2") / (pl.col(f"{c}__n") - 1)).sqrt())
-            elif a.function in ("min", "max"):
-                e = pl.col(f"{c}__{a.function}")
-            else:  # first / last
-                e = pl.col(f"{c}__{a.function}")
-            cols.append(e.alias(name))
+        cols += [AGGREGATIONS[a.function].final(a.column or "").alias(f"{a.name}_{self.w.name}")
+                 for a in self.spec.aggregations]
         for c in self.distinct:
-            counts = self.seen[c].group_by([*self.keys, START]).agg(pl.len().cast(pl.Int64).alias(f"_d_{c}"))
+            counts = self.seen[c].group_by([*self.keys, START]).agg(pl.len().cast(pl.Int64).alias(distinct_count(c)))
             rows = rows.join(counts, on=[*self.keys, START], how="left")
         kind = pl.when(pl.col("_emitted")).then(pl.lit("update")).otherwise(pl.lit("final"))
         return rows.select([*cols, kind.alias("kind"), pl.lit(watermark, pl.Int64).alias("watermark")])

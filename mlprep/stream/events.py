@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from mlprep.io import json_strict
-from mlprep.stream.engine import POS, SEQ, T
+from mlprep.stream.columns import POS, SEQ, T
 from mlprep.stream.spec import FeatureSpec
 
 _POLARS = {"string": pl.String, "double": pl.Float64, "long": pl.Int64, "boolean": pl.Boolean}

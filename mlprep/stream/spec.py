@@ -17,11 +17,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlprep.errors import ConfigError
+from mlprep.stream.aggregations import AGGREGATIONS, NAMES
 from mlprep.yamlconf import config_error, read_mapping
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-FUNCTIONS = ("count", "sum", "mean", "min", "max", "stddev", "count_distinct", "first", "last")
+FUNCTIONS = NAMES  # the aggregation functions, in the order errors list them
+FunctionName = Literal[FUNCTIONS]  # pydantic checks the name (and lists them) as for a literal
 
 
 def duration_ms(value: str | int, where: str = "duration") -> int:
@@ -86,12 +88,12 @@ class Window(_Model):
 
 class Aggregation(_Model):
     name: str
-    function: Literal["count", "sum", "mean", "min", "max", "stddev", "count_distinct", "first", "last"]
-    column: str | None = None  # every function but count needs one
+    function: FunctionName
+    column: str | None = None  # needed by the functions that read one (all but count)
 
     @model_validator(mode="after")
     def _column(self) -> Aggregation:
-        if self.function != "count" and not self.column:
+        if AGGREGATIONS[self.function].column and not self.column:
             raise ValueError(f"{self.function} needs column")
         return self
 

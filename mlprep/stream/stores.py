@@ -21,7 +21,7 @@ from typing import Any
 
 import polars as pl
 
-from mlprep.stream.engine import END, START
+from mlprep.stream.columns import END, START
 from mlprep.stream.spec import FeatureSpec, Window
 
 _FS_TYPES = {pl.String: "String", pl.Int64: "Integral", pl.Float64: "Fractional", pl.UInt32: "Integral"}
