@@ -1,16 +1,16 @@
 """Event sources. ``JsonlReplay`` replays a JSON-lines file in blocks of whole lines; its
-position (a byte offset and a line number) is what a checkpoint stores to resume exactly."""
+position (a byte offset and a line number) is what a checkpoint stores to resume exactly.
+``KinesisSource`` reads a Kinesis stream's shards, ``ParquetReplay`` the rows of Parquet files."""
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from mlprep.errors import SourceError
 from mlprep.io.fs import filesystem
+from mlprep.io.kinesis import KinesisReader
 
 
 @dataclass
@@ -85,68 +85,23 @@ class JsonlReplay:
 
 
 class KinesisSource:
-    """Every shard of a Kinesis stream, polled in turn (boto3; the endpoint comes from
-    AWS_ENDPOINT_URL_KINESIS or AWS_ENDPOINT_URL). Resumes after the checkpointed sequence
-    number of each shard. A bounded read ends after ``idle_polls`` rounds with no records."""
+    """Every shard of a Kinesis stream (``kinesis://STREAM``, read by ``io.kinesis``), one
+    block per poll that returned records; each shard is a partition of the watermark."""
 
     def __init__(self, url: str, position: dict[str, Any] | None = None, limit: int = 1000,
                  idle_polls: int = 3, poll_interval: float = 0.2):
-        import boto3
-
-        self.stream = url[len("kinesis://"):].strip("/")
         self.name = url
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_KINESIS") or os.environ.get("AWS_ENDPOINT_URL")
-        self.client = boto3.client("kinesis", endpoint_url=endpoint)
-        self.pos: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (position or {}).get("shards", {}).items()}
-        self.next_shard = int((position or {}).get("next", 0))
-        self.limit, self.idle_polls, self.poll_interval = limit, idle_polls, poll_interval
-        try:
-            shards = self.client.list_shards(StreamName=self.stream)["Shards"]
-        except Exception as e:
-            raise SourceError(f"cannot read Kinesis stream {self.stream!r}: {e}") from e
-        self.partitions = [s["ShardId"] for s in shards]
+        self.reader = KinesisReader(url[len("kinesis://"):].strip("/"), position, limit, idle_polls, poll_interval)
+        self.partitions = self.reader.shards
 
     def position(self) -> dict[str, Any]:
-        return {"shards": {k: dict(v) for k, v in self.pos.items()}, "next": self.next_shard}
+        return self.reader.position()
 
     def blocks(self) -> Iterator[Block]:
-        iters = {}
-        for shard in self.partitions:
-            seq = self.pos.get(shard, {}).get("seq")
-            kw = ({"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": seq} if seq
-                  else {"ShardIteratorType": "TRIM_HORIZON"})
-            iters[shard] = self.client.get_shard_iterator(StreamName=self.stream, ShardId=shard, **kw)["ShardIterator"]
-        idle = 0
-        while iters:
-            got = False
-            # round robin from the shard a resumed run was due to poll next: the same interleaving
-            order = [*self.partitions[self.next_shard:], *self.partitions[: self.next_shard]]
-            for shard in [s for s in order if s in iters]:
-                self.next_shard = (self.partitions.index(shard) + 1) % len(self.partitions)
-                r = self.client.get_records(ShardIterator=iters[shard], Limit=self.limit)
-                nxt = r.get("NextShardIterator")
-                if nxt:
-                    iters[shard] = nxt
-                else:  # a closed shard, read to its end
-                    del iters[shard]
-                recs = r.get("Records", [])
-                if not recs:
-                    continue
-                got = True
-                p = self.pos.setdefault(shard, {"seq": None, "n": 0})
-                # one record per line (a raw newline can only be white space in valid JSON)
-                data = b"\n".join(rec["Data"].replace(b"\n", b" ") for rec in recs) + b"\n"
-                first = p["n"] + 1
-                p["n"] += len(recs)
-                p["seq"] = recs[-1]["SequenceNumber"]
-                yield Block(data, first, source=f"{self.name}/{shard}", part=shard)
-            if got:
-                idle = 0
-            else:
-                idle += 1
-                if idle >= self.idle_polls:
-                    return
-                time.sleep(self.poll_interval)
+        for shard, first, records in self.reader.batches():
+            # one record per line (a raw newline can only be white space in valid JSON)
+            data = b"\n".join(r.replace(b"\n", b" ") for r in records) + b"\n"
+            yield Block(data, first, source=f"{self.name}/{shard}", part=shard)
 
 
 def _is_parquet_dir(url: str) -> bool:
