@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import importlib.util
 import io
 import json
 import os
@@ -25,6 +26,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -77,12 +79,19 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
     return {"p50_ms": round(q[49], 2), "p99_ms": round(q[98], 2)}
 
 
+def _inference() -> ModuleType:
+    """The fraud pipeline's inference handlers, loaded by path (sys.path untouched)."""
+    spec = importlib.util.spec_from_file_location("bench_fraud_inference", ROOT / "pipelines" / "fraud" / "inference.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def floors(bundle, rows: np.ndarray, n: int) -> dict:
     import pandas as pd
     from threadpoolctl import threadpool_limits
 
-    sys.path.insert(0, str(ROOT / "pipelines" / "fraud"))
-    import inference
+    inference = _inference()
 
     bodies = [",".join(f"{v:.6f}" for v in r).encode() for r in rows]
     out = {}

@@ -36,28 +36,27 @@ learning_rate: float = 0.05
 deploy_check_rows: int = 5  # test rows sent to the endpoint
 keep_endpoint: bool = True  # leave the local endpoint running (mlprep endpoint stop NAME)
 compare_without_stream: bool = True  # also train without the stream window features (up to evaluation)
+pipeline: str = "../pipelines/fraud/pipeline.py:get_pipeline"  # the pipeline's factory (module:function or file:function)
 
 # %%
 import io
 import json
-import sys
-import urllib.request
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-ROOT = Path.cwd().resolve().parent
-sys.path.insert(0, str(ROOT))
-from mlprep.pipeline import plots
+from mlprep.pipeline import build, plots
 from mlprep.pipeline.definition import load
 from mlprep.pipeline.executor import Executor
 from mlprep.pipeline.registry import Registry
+from mlprep.pipeline.serve import Endpoint
 from mlprep.pipeline.storage import Storage
 from mlprep.runner import outputs
-from pipelines.fraud.pipeline import PIPELINE_NAME, stage_inputs
-from pipelines.get_pipeline_definition import write
+
+fraud = build.load_factory(pipeline)  # a file is loaded by its path: nothing is added to sys.path
+PIPELINE_NAME = fraud.module.PIPELINE_NAME
 
 for name, value in (("labels", labels), ("features", features), ("transactions", transactions)):
     if name == "transactions" and not value:
@@ -69,7 +68,7 @@ for name, value in (("labels", labels), ("features", features), ("transactions",
 # ## The definition, from the SDK
 
 # %%
-path = write(Path(definition))
+path = build.write(Path(definition), fraud.ref)
 pipeline_def = load(path)
 pd.DataFrame([{"step": s.name, "type": s.type, "after": ", ".join(sorted(s.upstream)),
                "branch": f"{s.branch[0]}: {'if' if s.branch[1] else 'else'}" if s.branch else ""}
@@ -80,7 +79,7 @@ pd.DataFrame([{"step": s.name, "type": s.type, "after": ", ".join(sorted(s.upstr
 
 # %%
 storage = Storage(root=Path(home) / "s3")
-inputs = stage_inputs(storage, Path(labels), Path(transactions) if transactions else None, Path(features))
+inputs = fraud.module.stage_inputs(storage, Path(labels), Path(transactions) if transactions else None, Path(features))
 execution = Executor(path, home=home, pipeline_name=PIPELINE_NAME).run({
     "FeatureGroups": feature_groups, "AucThreshold": auc_threshold, "MaxIter": max_iter,
     "LearningRate": learning_rate})
@@ -99,7 +98,7 @@ plt.show()
 
 # %%
 props = execution.properties
-eval_uri = props["EvaluateFraudModel"]["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"]
+eval_uri = execution.output_uri("EvaluateFraudModel", "evaluation")
 evaluation = json.loads(storage.get_bytes(eval_uri + "/evaluation.json"))
 metrics = evaluation["binary_classification_metrics"]
 pd.Series({k: metrics[k]["value"] for k in ("roc_auc", "pr_auc", "precision", "recall")}).to_frame("test")
@@ -114,7 +113,7 @@ if compare_without_stream:
     without = Executor(path, home=home, pipeline_name=PIPELINE_NAME, progress=False).run(
         {"FeatureGroups": "none", "MaxIter": max_iter, "LearningRate": learning_rate}, until="EvaluateFraudModel")
     if without.status == "Succeeded":
-        uri = without.properties["EvaluateFraudModel"]["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"]
+        uri = without.output_uri("EvaluateFraudModel", "evaluation")
         baseline = json.loads(storage.get_bytes(uri + "/evaluation.json"))
 fig = plt.figure(figsize=(14, 4))
 axes = [fig.add_subplot(1, 3, i) for i in (1, 2, 3)]
@@ -143,23 +142,16 @@ pd.DataFrame([{"package": p["Name"], "status": p["ModelApprovalStatus"], "create
 # %%
 endpoint_check = {}
 if execution.status == "Succeeded":
-    endpoint = registry.endpoint("mlprep-fraud-endpoint")
-    test_uri = next(o["S3Output"]["S3Uri"] for o in props["PreprocessFraudData"]["ProcessingOutputConfig"]["Outputs"]
-                    if o["OutputName"] == "test")
+    endpoint = Endpoint(registry, "mlprep-fraud-endpoint")
+    test_uri = execution.output_uri("PreprocessFraudData", "test")
     test = pd.read_csv(io.BytesIO(storage.get_bytes(test_uri + "/data.csv")))
     sample = pd.concat([test[test.is_fraud == 1].head(deploy_check_rows), test[test.is_fraud == 0].head(deploy_check_rows)])
-    req = urllib.request.Request(endpoint["Url"] + "/invocations", method="POST",
-                                 data=sample.drop(columns="is_fraud").to_csv(index=False, header=False).encode(),
-                                 headers={"Content-Type": "text/csv", "Accept": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        predictions = json.loads(r.read())["predictions"]
-    endpoint_check = {"url": endpoint["Url"], "rows": len(sample), "predictions": predictions}
+    rows = sample.drop(columns="is_fraud").to_csv(index=False, header=False)
+    predictions = endpoint.invoke(rows, content_type="text/csv")["predictions"]
+    endpoint_check = {"url": endpoint.url, "rows": len(sample), "predictions": predictions}
     display(sample[["is_fraud"]].assign(p_fraud=predictions))
     if not keep_endpoint:
-        from mlprep.pipeline import serve
-
-        serve.stop(int(endpoint["Pid"]))
-        registry.delete_endpoint(endpoint["EndpointName"])
+        endpoint.stop()
         endpoint_check["stopped"] = True
 endpoint_check.get("url")
 

@@ -99,3 +99,71 @@ def test_bad_roles_and_names_fail_before_anything_is_written(tmp_path):
     p = subprocess.run([*base, "--bucket", "Bad_Bucket"], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 2 and "--bucket: not an S3 bucket name" in p.stderr
     assert not (tmp_path / "p").exists()
+
+
+def _files(d):
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_a_plan_from_any_folder_names_its_inputs_and_matches_the_default(plan_dir, tmp_path):
+    """From an empty folder, with the job, spec and pipeline file given: the same plan, byte for byte."""
+    cwd, out = tmp_path / "empty", tmp_path / "plan"
+    cwd.mkdir()
+    p = subprocess.run([sys.executable, "-m", "mlprep", "deploy", "plan", "--out", str(out), "--region", "eu-west-1",
+                        "--bucket", "acme-ml", "--runs-per-day", "4",
+                        "--job", str(ROOT / "conf" / "batch" / "transactions.yaml"),
+                        "--spec", str(ROOT / "conf" / "features" / "transactions.yaml"),
+                        "--pipeline", f"{ROOT / 'pipelines' / 'fraud' / 'pipeline.py'}:get_pipeline"],
+                       capture_output=True, text=True, cwd=cwd)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert _files(out) == _files(plan_dir)
+    assert list(cwd.iterdir()) == []
+
+
+def test_a_missing_default_says_which_option_to_pass(tmp_path):
+    base = [sys.executable, "-m", "mlprep", "deploy", "plan", "--out", str(tmp_path / "p")]
+    p = subprocess.run(base, capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 2
+    assert p.stderr.strip() == ("error: --job: no job config given and conf/batch/transactions.yaml is not in the "
+                                "current folder: pass --job PATH")
+    given = ["--job", str(ROOT / "conf/batch/transactions.yaml"), "--spec", str(ROOT / "conf/features/transactions.yaml")]
+    p = subprocess.run([*base, *given], capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 2 and "--pipeline: no pipeline given and pipelines/fraud/pipeline.py is not in the " \
+                                 "current folder" in p.stderr
+    for ref, said in (("no_such_module_x:get_pipeline", "no module named 'no_such_module_x'"),
+                      (f"{tmp_path / 'nope.py'}:get_pipeline", "no such file"),
+                      (f"{ROOT / 'pipelines' / 'fraud' / 'pipeline.py'}:build_it", "has no function build_it()"),
+                      ("not a ref!", "not module:function")):
+        p = subprocess.run([*base, *given, "--pipeline", ref], capture_output=True, text=True, cwd=tmp_path)
+        assert p.returncode == 2 and said in p.stderr, (ref, p.stderr)
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_built_definition_is_deployed_as_built(plan_dir, tmp_path):
+    from mlprep.deploy.plan import Target, write_plan
+
+    built = plan_dir / "sagemaker" / "mlprep-fraud.json"
+    out = tmp_path / "plan"
+    write_plan(out, job_config=ROOT / "conf/batch/transactions.yaml", spec=ROOT / "conf/features/transactions.yaml",
+               pipeline=str(built), target=Target(region="eu-west-1", bucket="acme-ml"), sizes=costs.Sizes(runs_per_day=4))
+    assert _files(out) == _files(plan_dir)  # the definition and its staged code copied, named by its file
+    with pytest.raises(ConfigError, match=r"stages its code in bucket acme-ml, the plan's bucket is other-bucket"):
+        write_plan(tmp_path / "other", job_config=ROOT / "conf/batch/transactions.yaml",
+                   spec=ROOT / "conf/features/transactions.yaml", pipeline=str(built),
+                   target=Target(region="eu-west-1", bucket="other-bucket"))
+    assert not (tmp_path / "other").exists()
+
+
+def test_pipeline_references():
+    from mlprep.pipeline import build
+
+    assert build.parse_ref("pipelines.fraud.pipeline") == build.Ref("module", "pipelines.fraud.pipeline")
+    assert build.parse_ref("pkg.churn:make") == build.Ref("module", "pkg.churn", "make")
+    assert build.parse_ref("a/b/pipeline.py:get_pipeline") == build.Ref("file", "a/b/pipeline.py")
+    assert build.parse_ref("build/x.json").kind == "definition"
+    assert [build.parse_ref(r).name for r in ("pipelines.fraud.pipeline", "pkg.churn:make",
+                                              "/x/pipelines/fraud/pipeline.py", "x/churn.py:f", "b/mlprep-fraud.json")] \
+        == ["fraud", "churn", "fraud", "churn", "mlprep-fraud"]
+    fraud = build.load_factory(f"{ROOT / 'pipelines' / 'fraud' / 'pipeline.py'}:get_pipeline")
+    assert fraud.module is build.load_module(str(ROOT / "pipelines" / "fraud" / "pipeline.py"))  # loaded once
+    assert fraud.module.__name__ not in ("pipelines.fraud.pipeline", "pipeline")

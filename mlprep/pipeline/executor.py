@@ -101,6 +101,17 @@ class Execution:
     def step(self, name: str) -> StepRecord | None:
         return next((s for s in self.steps if s.StepName == name), None)
 
+    def output_uri(self, step: str, name: str) -> str:
+        """Where processing step ``step`` put its output ``name`` (its ``S3Output.S3Uri``)."""
+        if step not in self.properties:
+            raise KeyError(f"step {step} has no properties in execution {self.id} (not run, or failed)")
+        outputs = (self.properties[step].get("ProcessingOutputConfig") or {}).get("Outputs") or []
+        for o in outputs:
+            if o.get("OutputName") == name:
+                return o["S3Output"]["S3Uri"]
+        have = ", ".join(o.get("OutputName", "?") for o in outputs) or "none"
+        raise KeyError(f"step {step} has no output {name!r} (outputs: {have})")
+
     def describe(self) -> dict:
         """DescribePipelineExecution's shape."""
         d = {"PipelineArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:pipeline/{self.pipeline}",

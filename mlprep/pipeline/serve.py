@@ -16,6 +16,7 @@ OpenMP and requests on many threads each starting OpenMP teams oversubscribe the
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import logging
@@ -28,12 +29,15 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from mlprep.errors import MlprepError
 from mlprep.pipeline.registry import Registry
 
 log = logging.getLogger("mlprep.endpoint")
@@ -68,16 +72,79 @@ class Model:
 
 
 def _load_module(path: Path) -> ModuleType:
+    """The inference program, loaded by path under a module name of its own (``sys.path`` is left
+    alone: modules beside it are not importable by name)."""
     if not path.is_file():
         raise FileNotFoundError(f"inference program {path.name} is not in the code archive")
-    spec = importlib.util.spec_from_file_location(f"mlprep_inference_{abs(hash(str(path)))}", path)
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    name = f"mlprep_inference_{digest}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"inference program {path.name} is not a Python file")
     mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))
+    sys.modules[name] = mod  # while it runs, as an import would (dataclasses and pickle look it up)
     try:
         spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(path.parent))
+    except BaseException:
+        del sys.modules[name]
+        raise
     return mod
+
+
+class EndpointError(MlprepError):
+    """An endpoint answered with an error status (``status``) or could not be reached (``status`` 0)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+
+
+class Endpoint:
+    """A local endpoint as the registry records it: its address, and requests to it."""
+
+    def __init__(self, registry: Registry, name: str) -> None:
+        self.registry = registry
+        self.record = registry.endpoint(name)
+
+    @property
+    def name(self) -> str:
+        return self.record["EndpointName"]
+
+    @property
+    def url(self) -> str:
+        return self.record["Url"]
+
+    @property
+    def pid(self) -> int:
+        return int(self.record["Pid"])
+
+    def call(self, body: bytes | str, content_type: str = "text/csv", accept: str = "application/json",
+             timeout: float = 30.0) -> tuple[bytes, str]:
+        """POST ``body`` to ``/invocations``: (answer, its content type); an error status raises
+        :class:`EndpointError` with the server's message."""
+        data = body.encode() if isinstance(body, str) else body
+        req = urllib.request.Request(self.url + "/invocations", data=data, method="POST",
+                                     headers={"Content-Type": content_type, "Accept": accept})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.read(), r.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as e:
+            raise EndpointError(e.code, e.read().decode(errors="replace")) from None
+        except urllib.error.URLError as e:
+            raise EndpointError(0, f"endpoint {self.name} at {self.url} not reachable: {e.reason}") from None
+
+    def invoke(self, body: bytes | str, content_type: str = "text/csv", accept: str = "application/json",
+               timeout: float = 30.0) -> Any:
+        """The model's answer to ``body``: decoded JSON (e.g. ``{"predictions": [...]}``) when the
+        endpoint answers JSON, else the text."""
+        out, ctype = self.call(body, content_type, accept, timeout)
+        return json.loads(out) if ctype.split(";")[0].strip() == "application/json" else out.decode()
+
+    def stop(self) -> bool:
+        """Stop the server and forget the endpoint; False if it was not running."""
+        stopped = stop(self.pid)
+        self.registry.delete_endpoint(self.name)
+        return stopped
 
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]", "::1")
