@@ -31,6 +31,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 # looked for in the current folder when not given (the demo's layout)
 DEFAULT_JOB = "conf/batch/transactions.yaml"
 DEFAULT_SPEC = "conf/features/transactions.yaml"
+FACTORY_KWARGS = ("default_bucket", "region", "role", "pipeline_name")  # what a pipeline factory is given
 PIPELINE_PARAMETERS = ["FeaturesUri", "LabelsUri"]  # what the state machine hands the pipeline
 
 
@@ -77,7 +78,7 @@ def write_plan(out: str | Path, *, job_config: str | Path | None = None, spec: s
     _check_jar(flink_connector_jar)
     job_config = _given_or_default(job_config, DEFAULT_JOB, "--job", "job config")
     spec = _given_or_default(spec, DEFAULT_SPEC, "--spec", "feature spec")
-    ref = build.parse_ref(pipeline if pipeline is not None else build.default_ref())
+    source = _pipeline(pipeline, target.bucket)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     from mlprep.stream.spec import load_spec
@@ -85,10 +86,11 @@ def write_plan(out: str | Path, *, job_config: str | Path | None = None, spec: s
 
     job_raw = read_mapping(str(job_config), "job config", "--job")
     fspec = load_spec(spec)
+    ref = source if isinstance(source, build.Ref) else source.ref
     names = _names(target, job_raw["name"], fspec.name, ref)
     glue_files, glue_code = _glue(out, job_config, target, sizes, names)
     sql_path, flink_code = _flink(out, fspec, target, sizes, names, flink_connector_jar)
-    definition = _sagemaker(out, ref, target, names)
+    definition = _sagemaker(out, source, target, names)
     log_group = _state_machine(out, target, names, list(job_raw.get("parameters") or {}))
     code = [*glue_code, flink_code]
     staging.write_bundles(out / "code", code)
@@ -196,22 +198,32 @@ def _flink_application(name: str, spec: str, sql_name: str, target: Target, size
             "Tags": [{"Key": "mlprep:spec", "Value": spec}]}
 
 
-def _sagemaker(out: Path, ref: build.Ref, target: Target, names: dict[str, str]) -> Path:
+def _pipeline(pipeline: str | Path | None, bucket: str) -> build.Factory | build.Ref:
+    """The pipeline to deploy, checked before anything is written: a factory that takes what a
+    deployment passes it, or a built definition whose code is staged to ``bucket``."""
+    ref = build.parse_ref(pipeline if pipeline is not None else build.default_ref())
+    if ref.kind == "definition":
+        if not Path(ref.target).is_file():
+            raise ConfigError("--pipeline", f"no such definition: {ref.target}")
+        _check_bucket(Path(ref.target), bucket)
+        return ref
+    factory = build.load_factory(ref)
+    missing = [k for k in FACTORY_KWARGS if not build.accepts(factory, k)]
+    if missing:
+        raise ConfigError("--pipeline", f"{ref.target}: {ref.function}() takes no {', '.join(missing)} "
+                                        f"(a deployment passes {', '.join(FACTORY_KWARGS)})")
+    return factory
+
+
+def _sagemaker(out: Path, source: build.Factory | build.Ref, target: Target, names: dict[str, str]) -> Path:
     """The pipeline definition and its staged code: built by its factory for this target, or a
     built definition copied (its code must be staged to the target's bucket)."""
     path = out / "sagemaker" / f"{names['pipeline']}.json"
-    if ref.kind == "definition":
-        build.write(path, ref)
-        _check_bucket(path, target.bucket)
-        return path
-    factory = build.load_factory(ref)
-    kwargs = {"default_bucket": target.bucket, "region": target.region, "role": target.sagemaker_role,
-              "pipeline_name": names["pipeline"]}
-    missing = [k for k in kwargs if not build.accepts(factory, k)]
-    if missing:
-        raise ConfigError("--pipeline", f"{ref.target}: {ref.function}() takes no {', '.join(missing)} "
-                                        f"(a deployment passes {', '.join(kwargs)})")
-    return build.write(path, factory.ref, kwargs)
+    if isinstance(source, build.Ref):
+        return build.write(path, source)
+    kwargs = dict(zip(FACTORY_KWARGS, (target.bucket, target.region, target.sagemaker_role, names["pipeline"]),
+                      strict=True))
+    return build.write(path, source.ref, kwargs)
 
 
 def _check_bucket(definition: Path, bucket: str) -> None:

@@ -4,7 +4,7 @@ credentials) from a factory, ``get_pipeline(**kwargs)`` returning an SDK ``Pipel
 A pipeline reference (``--pipeline REF``) is one of:
 
     package.module:get_pipeline       an importable module and its factory
-    path/to/pipeline.py:get_pipeline  a file, loaded by path (``sys.path`` is left alone)
+    path/to/pipeline.py:get_pipeline  a file, loaded by its path (the import path is left alone)
     path/to/definition.json           a definition built already, with its ``<name>.code/`` sidecar
 
 ``:get_pipeline`` may be left off. A factory's module may offer ``code_bundles(default_bucket,

@@ -72,8 +72,8 @@ class Model:
 
 
 def _load_module(path: Path) -> ModuleType:
-    """The inference program, loaded by path under a module name of its own (``sys.path`` is left
-    alone: modules beside it are not importable by name)."""
+    """The inference program, loaded by its path under a module name of its own (the import path
+    is left alone: modules beside it are not importable by name)."""
     if not path.is_file():
         raise FileNotFoundError(f"inference program {path.name} is not in the code archive")
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
