@@ -14,70 +14,7 @@ from typing import Any
 from mlprep import __version__, interrupts, logs
 from mlprep.errors import ConfigError, MlprepError
 from mlprep.interrupts import Interrupted
-
-
-def parse_params(pairs: list[str] | None, files: list[str] | None = None, secrets: list[str] | None = None
-            ) -> dict[str, Any]:
-    """Parameters from ``-f FILE`` (YAML; a mapping under a stage's name gives STAGE.NAME), then
-    ``--secret NAME`` (environment or prompt), then ``--param NAME=VALUE``: later ones win."""
-    out: dict[str, Any] = {}
-    for f in files or []:
-        out.update(_param_file(f))
-    for name in secrets or []:
-        out[name] = _secret(name)
-    for p in pairs or []:
-        if "=" not in p:
-            raise ConfigError("--param", f"expected name=value, got {p!r}")
-        k, v = p.split("=", 1)
-        out[k.strip()] = v
-    return out
-
-
-def _param_file(path: str) -> dict[str, Any]:
-    import yaml
-
-    from mlprep.yamlconf import load_yaml
-
-    p = Path(path)
-    try:
-        doc = load_yaml(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"-f {path}", e.strerror or str(e)) from None
-    except (ValueError, ConfigError, yaml.YAMLError) as e:
-        where = getattr(e, "problem_mark", None)
-        at = f" (line {where.line + 1})" if where is not None else ""
-        raise ConfigError(f"-f {path}", f"not a YAML mapping{at}: {str(e).splitlines()[0]}") from None
-    if doc is None:
-        return {}
-    if not isinstance(doc, dict):
-        raise ConfigError(f"-f {path}", "expected a mapping of name: value")
-    out: dict[str, Any] = {}
-    for k, v in doc.items():
-        if isinstance(v, dict):  # stage: {name: value}
-            out.update({f"{k}.{n}": x for n, x in v.items()})
-        else:
-            out[str(k)] = v
-    return out
-
-
-def secret_env(name: str) -> str:
-    """The environment variable ``--secret NAME`` reads: MLPREP_SECRET_ + NAME in capitals."""
-    import re
-
-    return "MLPREP_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
-
-
-def _secret(name: str) -> str:
-    import os
-
-    env = secret_env(name)
-    if env in os.environ:
-        return os.environ[env]
-    if sys.stdin.isatty():
-        import getpass
-
-        return getpass.getpass(f"{name}: ")
-    raise ConfigError(f"--secret {name}", f"set {env} in the environment (or run on a terminal to be asked)")
+from mlprep.params import parse_cli
 
 
 def _progress(a: argparse.Namespace) -> bool:
@@ -103,12 +40,12 @@ def cmd_batch_run(a: argparse.Namespace) -> int:
         raise ConfigError("--engine", f"embedded or spark, got {a.engine!r}")
     try:
         if a.engine == "spark":
-            from mlprep.batch.spark import run_job_spark
+            from mlprep.batch.engines.spark import run_job_spark
 
-            r = run_job_spark(a.config, parse_params(a.param, a.params_file, a.secret), master=a.master,
+            r = run_job_spark(a.config, parse_cli(a.param, a.params_file, a.secret), master=a.master,
                               progress=_progress(a))
         else:
-            r = run_job(a.config, parse_params(a.param, a.params_file, a.secret), progress=_progress(a))
+            r = run_job(a.config, parse_cli(a.param, a.params_file, a.secret), progress=_progress(a))
     except ConfigError:
         raise  # exit 2: nothing ran
     except MlprepError as e:
@@ -137,7 +74,7 @@ def cmd_export_glue(a: argparse.Namespace) -> int:
 def cmd_bookmark(a: argparse.Namespace) -> int:
     from mlprep.batch import job
 
-    params = parse_params(a.param)
+    params = parse_cli(a.param)
     if a.action == "show":
         print(json.dumps(job.bookmark_show(a.config, params), indent=2, sort_keys=True))
     elif a.action == "reset":
@@ -194,7 +131,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.help_notebook:
         print(inspection.describe(a.help_notebook))
         return 0
-    given = parse_params(a.param, a.params_file, a.secret)
+    given = parse_cli(a.param, a.params_file, a.secret)
     runner = Runner(a.plan, runs_dir=a.runs_dir, show_output=not a.no_output)
     r = runner.run(given, run_id=a.run_id, only=a.only.split(",") if a.only else None,
                    start_from=a.start_from, resume=a.resume, force=a.force, timeout=a.timeout,

@@ -121,16 +121,16 @@ def test_parameters_are_checked_before_any_kernel_starts(project):
     run = _runner(tmp, plan)
     with pytest.raises(ConfigError, match="--param nope: not a run parameter"):
         run.run({"nope": "1"})
-    with pytest.raises(ConfigError, match=r"run: parameter start: expects int, got 'x'"):
+    with pytest.raises(ConfigError, match=r"--param start: expected int, got 'x'"):
         run.run({"start": "x"})
-    with pytest.raises(ConfigError, match=r"stage b: parameter value: expects int, got 'many'"):
+    with pytest.raises(ConfigError, match=r"stage b: parameter value: expected int, got 'many'"):
         run.run({"b.value": "many"})
     with pytest.raises(ConfigError, match=r"stage a: .*has no parameter 'speed'"):
         run.run({"a.speed": "1"})
     assert not (tmp / "runs").exists() or not list((tmp / "runs").glob("*/logs/*.log"))
     cli = [sys.executable, "-m", "mlprep", "run", "--plan", str(plan), "--runs-dir", str(tmp / "runs")]
     p = subprocess.run([*cli, "--param", "b.value=many"], capture_output=True, text=True, cwd=tmp)
-    assert p.returncode == 2 and "stage b: parameter value: expects int, got 'many'" in p.stderr
+    assert p.returncode == 2 and "stage b: parameter value: expected int, got 'many'" in p.stderr
     p = subprocess.run([*cli, "--help-notebook", str(tmp / "nb" / "a.ipynb")], capture_output=True, text=True)
     assert p.returncode == 0 and "start" in p.stdout and "int" in p.stdout and "default 1" in p.stdout
     assert "a number" in p.stdout
@@ -214,6 +214,43 @@ def test_only_needs_unchanged_upstream(project):
     _runner(tmp, plan).run({"b.api_token": "abcd1234"})
     r = _runner(tmp, plan).run({"b.api_token": "zzzz9999"}, only=["b"])
     assert [s.status for s in r.stages] == ["skipped", "succeeded"]
+
+
+def test_path_parameters_are_absolute_against_the_plan_root_wherever_the_run_starts(tmp_path, monkeypatch):
+    """One base: the plan's root (``root:``, relative to the plan file), never the working directory."""
+    (tmp_path / "nb").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    _notebook(tmp_path / "nb" / "p.ipynb", 'data: str = "."\nevents: str = "."\nwhere: str = "."',
+              "import os\nfrom mlprep.runner import outputs\n"
+              "outputs.save({'data': data, 'events': events, 'where': where, 'cwd': os.getcwd()})")
+    plan = tmp_path / "conf" / "plan.yaml"
+    plan.write_text("""
+root: ..
+parameters:
+  data: {type: path, default: data, must_exist: true, help: input folder}
+stages:
+  - name: p
+    notebook: nb/p.ipynb
+    parameters: {data: "${data}", events: "${data}/events.jsonl", where: "${root}"}
+""")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    runner = Runner(plan, runs_dir=tmp_path / "runs", show_output=False)
+    assert runner.plan.root == tmp_path
+    assert runner.parameters({})[0] == {"data": str(tmp_path / "data")}
+    assert runner.parameters({"data": "s3://bucket/data/"})[0] == {"data": "s3://bucket/data/"}
+    with pytest.raises(ConfigError, match=rf"^--param data: {tmp_path / 'typo'} does not exist \(input folder\)$"):
+        runner.parameters({"data": "typo"})
+    with pytest.raises(ConfigError, match=r"^--param data: not a valid path"):
+        runner.parameters({"data": "da\0ta"})
+    p = subprocess.run([sys.executable, "-m", "mlprep", "run", "--plan", str(plan), "--runs-dir", str(tmp_path / "runs"),
+                        "--param", "data=conf/../data", "--no-output"], capture_output=True, text=True,
+                       cwd=tmp_path / "elsewhere")
+    assert p.returncode == 0, p.stderr
+    outs = json.loads((Path(p.stdout.strip().splitlines()[-1]).parent / "summary.json").read_text())["outputs"]["p"]
+    assert outs["data"] == str(tmp_path / "data") and outs["events"] == str(tmp_path / "data" / "events.jsonl")
+    assert outs["where"] == str(tmp_path) and outs["cwd"] == str(tmp_path / "nb")  # the kernel: the notebook's folder
 
 
 def test_the_demo_plan_end_to_end(tmp_path):

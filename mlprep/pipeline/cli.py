@@ -18,13 +18,13 @@ def _home(a: argparse.Namespace) -> Path:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from mlprep.cli import parse_params
+    from mlprep.params import parse_cli
     from mlprep.pipeline.executor import Executor
 
     if a.s3_root and a.s3_endpoint:
         raise ConfigError("--s3-root", "give --s3-root or --s3-endpoint, not both")
     ex = Executor(a.definition, home=a.home, s3_root=a.s3_root, s3_endpoint=a.s3_endpoint,
-                  pipeline_name=a.pipeline_name, progress=not a.quiet).run(parse_params(a.param), a.execution_id,
+                  pipeline_name=a.pipeline_name, progress=not a.quiet).run(parse_cli(a.param), a.execution_id,
                                                                            until=a.until)
     if ex.status != "Succeeded":
         print(f"error: execution {ex.id} {ex.status}: {ex.failure}", file=sys.stderr)
@@ -48,10 +48,10 @@ def cmd_upsert(a: argparse.Namespace) -> int:
 
 
 def cmd_start(a: argparse.Namespace) -> int:
-    from mlprep.cli import parse_params
+    from mlprep.params import parse_cli
     from mlprep.pipeline import aws
 
-    print(json.dumps(aws.start(a.name, parse_params(a.param), a.endpoint_url), indent=2))
+    print(json.dumps(aws.start(a.name, parse_cli(a.param), a.endpoint_url), indent=2))
     return 0
 
 

@@ -1,5 +1,6 @@
 """A SageMaker pipeline definition (JSON, schema version 2020-12-01) read for execution:
-parameters with their types, steps flattened out of condition branches, and the order they run.
+parameters with their types (:class:`mlprep.params.Parameter`), steps flattened out of condition
+branches, and the order they run.
 
 Dependencies are what SageMaker derives: ``DependsOn``, every ``Steps.<name>`` reference in a
 step's arguments, and, for a step inside ``IfSteps`` / ``ElseSteps``, its condition step.
@@ -14,44 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from mlprep.errors import ConfigError
+from mlprep.params import SAGEMAKER_TYPES, Parameter, resolve
 
 SUPPORTED = {"Processing", "Training", "Condition", "Fail", "Model", "RegisterModel", "EndpointConfig",
              "Endpoint"}
 _STEP_REF = re.compile(r"^Steps\.([^.\[]+)")
-
-
-@dataclass
-class Parameter:
-    name: str
-    type: str  # String | Integer | Float | Boolean
-    default: Any = None
-    enum: list[Any] | None = None
-
-    def coerce(self, raw: Any) -> Any:
-        """A value of this parameter's type from an override (CLI text or JSON value)."""
-        try:
-            if self.type == "Integer":
-                if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-                    raise ValueError
-                v: Any = int(raw) if not isinstance(raw, str) else int(raw.strip())
-            elif self.type == "Float":
-                if isinstance(raw, bool):
-                    raise ValueError
-                v = float(raw)
-            elif self.type == "Boolean":
-                if isinstance(raw, bool):
-                    v = raw
-                elif str(raw).lower() in ("true", "false"):
-                    v = str(raw).lower() == "true"
-                else:
-                    raise ValueError
-            else:
-                v = str(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"--param {self.name}", f"expected {self.type}, got {raw!r}") from None
-        if self.enum and v not in self.enum:
-            raise ConfigError(f"--param {self.name}", f"must be one of {self.enum}, got {v!r}")
-        return v
 
 
 @dataclass
@@ -77,19 +45,9 @@ class Definition:
     order: list[str]
 
     def resolve_parameters(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(overrides) - set(self.parameters))
-        if unknown:
-            raise ConfigError(f"--param {unknown[0]}",
-                              f"not a parameter of this pipeline (parameters: {', '.join(self.parameters)})")
-        out = {}
-        for name, p in self.parameters.items():
-            if name in overrides:
-                out[name] = p.coerce(overrides[name])
-            elif p.default is not None:
-                out[name] = p.default
-            else:
-                raise ConfigError(f"--param {name}", f"has no default value: pass --param {name}=VALUE")
-        return out
+        """Every parameter's value: an override (CLI text or JSON value) as its type, else its
+        default; an unknown name or a missing value is an error naming ``--param NAME``."""
+        return resolve(self.parameters, overrides, field="--param {name}", what="parameter of this pipeline")
 
 
 def step_refs(value: Any) -> set[str]:
@@ -115,7 +73,7 @@ def parse(raw: dict) -> Definition:
     for i, p in enumerate(raw.get("Parameters") or []):
         if "Name" not in p:
             raise ConfigError(f"Parameters[{i}]", "has no Name")
-        params[p["Name"]] = Parameter(p["Name"], p.get("Type", "String"), p.get("DefaultValue"), p.get("EnumValues"))
+        params[p["Name"]] = _parameter(p, f"Parameters[{i}]")
     steps: dict[str, Step] = {}
 
     def add(s: dict, where: str, branch: tuple[str, bool] | None) -> None:
@@ -151,6 +109,14 @@ def parse(raw: dict) -> Definition:
         ups.discard(step.name)
         step.upstream = ups
     return Definition(raw, params, steps, _topological(steps))
+
+
+def _parameter(p: dict, where: str) -> Parameter:
+    """A definition's parameter: String, Integer, Float or Boolean, with EnumValues as choices."""
+    typ, enum = p.get("Type", "String"), p.get("EnumValues")
+    if typ not in SAGEMAKER_TYPES:
+        raise ConfigError(f"{where}.Type", f"one of {', '.join(SAGEMAKER_TYPES)}, got {typ!r}")
+    return Parameter(p["Name"], typ, p.get("DefaultValue"), choices=tuple(enum) if enum else None)
 
 
 def _topological(steps: dict[str, Step]) -> list[str]:

@@ -1,6 +1,6 @@
 """A notebook's declared parameters (the ``parameters`` cell, ``name: type = default  # help``,
-read without importing papermill) and the coercion of ``--param`` text to those types, checked
-before any kernel starts."""
+read without importing papermill) as :class:`mlprep.params.Parameter`, so that ``--param`` text
+is coerced to those types (:func:`mlprep.params.coerce`) before any kernel starts."""
 
 from __future__ import annotations
 
@@ -9,26 +9,14 @@ import contextlib
 import io
 import json
 import tokenize
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlprep.errors import ConfigError
 from mlprep.logs import SECRET
+from mlprep.params import Parameter
 
-TYPES = {"str": str, "int": int, "float": float, "bool": bool}
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    type: str  # str | int | float | bool | None (undeclared)
-    default: Any
-    help: str
-
-    @property
-    def secret(self) -> bool:
-        return bool(SECRET.search(self.name))
+CHECKED = ("str", "int", "float", "bool")  # annotations whose values are coerced; others are "any"
 
 
 def _source(cell: dict) -> str:
@@ -71,7 +59,12 @@ def _type_of(annotation: ast.expr | None, default: Any) -> str:
     return type(default).__name__ if isinstance(default, int | float | str) else "None"
 
 
-def declared(notebook: str | Path) -> dict[str, Param]:
+def _parameter(name: str, annotation: str, default: Any, help: str) -> Parameter:
+    kind = annotation if annotation in CHECKED else "any"
+    return Parameter(name, kind, default, required=False, help=help, secret=bool(SECRET.search(name)))
+
+
+def declared(notebook: str | Path) -> dict[str, Parameter]:
     """``name: type = default  # help`` per line of the parameters cell."""
     source = parameters_cell(notebook)
     try:
@@ -79,7 +72,7 @@ def declared(notebook: str | Path) -> dict[str, Param]:
     except SyntaxError as e:
         raise ConfigError("notebook", f"{notebook}: parameters cell, line {e.lineno}: {e.msg}") from None
     comments = _comments(source)
-    out: dict[str, Param] = {}
+    out: dict[str, Parameter] = {}
     for node in tree.body:
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             targets, annotation, value = [node.target], node.annotation, node.value
@@ -92,43 +85,10 @@ def declared(notebook: str | Path) -> dict[str, Param]:
         except ValueError:
             default = ast.get_source_segment(source, value)
         for t in targets:
-            out[t.id] = Param(t.id, _type_of(annotation, default), default, comments.get(node.lineno, ""))
+            out[t.id] = _parameter(t.id, _type_of(annotation, default), default, comments.get(node.lineno, ""))
     if not out:
         raise ConfigError("notebook", f"{notebook}: the parameters cell assigns no names")
     return out
-
-
-def coerce(param: Param, value: Any, where: str) -> Any:
-    """``value`` (CLI text, or a plan's JSON value) as the parameter's declared type."""
-    t = param.type
-    if t not in TYPES or value is None:
-        return value
-    field = f"{where}: parameter {param.name}"
-    if t == "bool":
-        if isinstance(value, bool):
-            return value
-        if str(value).lower() in ("true", "1", "yes"):
-            return True
-        if str(value).lower() in ("false", "0", "no"):
-            return False
-        raise ConfigError(field, f"expects bool (true/false), got {value!r}")
-    if t == "int":
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ConfigError(field, f"expects int, got {value!r}")
-        try:
-            return int(str(value).replace("_", "")) if isinstance(value, str) else int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(field, f"expects int, got {value!r}") from None
-    if t == "float":
-        if isinstance(value, bool):
-            raise ConfigError(field, f"expects float, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(field, f"expects float, got {value!r}") from None
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
-        raise ConfigError(field, f"expects str, got {value!r}")
-    return str(value)
 
 
 def describe(notebook: str | Path) -> str:

@@ -34,6 +34,7 @@ from mlprep.errors import ConfigError
 from mlprep.interrupts import Interrupted
 from mlprep.logs import SECRET
 from mlprep.masking import MASK, MIN_LENGTH, Masker
+from mlprep.params import coerce, is_reference, substitute
 from mlprep.runner import execute, inspection, outputs
 from mlprep.runner import plan as plans
 
@@ -146,7 +147,8 @@ class Runner:
 
     # --- parameters, validated before any kernel starts
     def parameters(self, given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        """Split ``--param`` into run parameters and per-stage overrides (``stage.name``), typed."""
+        """Split ``--param`` into run parameters and per-stage overrides (``stage.name``), typed;
+        a path run parameter is made absolute against the plan's root."""
         run_values: dict[str, Any] = {}
         overrides: dict[str, dict[str, Any]] = {s.name: {} for s in self.plan.stages}
         for key, raw in given.items():
@@ -158,27 +160,15 @@ class Runner:
                 if name not in decl:
                     raise ConfigError(f"--param {key}", f"stage {stage}: {self._nb(stage)} has no parameter "
                                       f"{name!r} (parameters: {', '.join(decl)})")
-                overrides[stage][name] = inspection.coerce(decl[name], raw, f"stage {stage}")
+                overrides[stage][name] = coerce(decl[name], raw, _field(stage, name))
             elif key in self.plan.parameters:
                 run_values[key] = raw
             else:
                 raise ConfigError(f"--param {key}", "not a run parameter (" + ", ".join(self.plan.parameters)
                                   + "); a notebook's own parameter is given as STAGE.NAME")
-        typed = {name: self._run_parameter(p, run_values.get(name, p.default))
-                 for name, p in self.plan.parameters.items()}
+        typed = self.plan.values(run_values)
         self._check_plan_values(typed)
         return typed, overrides
-
-    def _run_parameter(self, p: plans.RunParam, value: Any) -> Any:
-        if value is None:
-            raise ConfigError(f"--param {p.name}", f"required ({p.help or p.type})")
-        kind = "str" if p.type == "path" else p.type
-        value = inspection.coerce(inspection.Param(p.name, kind, None, ""), value, "run")
-        if p.type == "path":
-            value = str((self.plan.root / value).resolve())
-            if p.must_exist and not Path(value).exists():
-                raise ConfigError(f"--param {p.name}", f"{value} does not exist" + (f" ({p.help})" if p.help else ""))
-        return value
 
     def _check_plan_values(self, typed: dict[str, Any]) -> None:
         """The plan's own values must fit the notebooks' declarations too."""
@@ -188,13 +178,13 @@ class Runner:
                 if name not in decl:
                     raise ConfigError(f"plan stage {s.name}", f"{self._nb(s.name)} has no parameter {name!r} "
                                       f"(parameters: {', '.join(decl)})")
-                if "${" not in str(value) or plans.is_reference(value):
+                if "${" not in str(value) or is_reference(value):
                     try:
-                        v = plans.substitute(value, {**typed, "root": str(self.plan.root)})
+                        v = substitute(value, {**typed, "root": str(self.plan.root)}, _field(s.name, name))
                     except ConfigError:
                         continue  # an earlier stage's output: checked when known
                     if "${stage_dir}" not in str(value):
-                        inspection.coerce(decl[name], v, f"stage {s.name}")
+                        coerce(decl[name], v, _field(s.name, name))
 
     def _nb(self, stage: str) -> str:
         return str(self.plan.stage(stage).notebook.relative_to(self.plan.root))
@@ -371,9 +361,10 @@ class Runner:
     def _resolve(self, stage: plans.Stage, run: _Run, overrides: dict) -> tuple[dict, dict, str]:
         """The stage's typed parameters, which of them are secret, and its key."""
         decl = self.declared[stage.name]
-        params = {k: plans.substitute(v, {**run.scope, "stage_dir": "${stage_dir}"}) for k, v in stage.parameters.items()}
+        scope = {**run.scope, "stage_dir": "${stage_dir}"}  # filled in once the key is known
+        params = {k: substitute(v, scope, _field(stage.name, k)) for k, v in stage.parameters.items()}
         params.update(overrides)
-        params = {k: (v if isinstance(v, str) and "${stage_dir}" in v else inspection.coerce(decl[k], v, f"stage {stage.name}"))
+        params = {k: (v if isinstance(v, str) and "${stage_dir}" in v else coerce(decl[k], v, _field(stage.name, k)))
                   for k, v in params.items()}
         # secret by name, by --secret, or because it carries a secret's value
         secret = {k: str(v) for k, v in params.items()
@@ -434,6 +425,11 @@ class Runner:
 
     def _say(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
+
+
+def _field(stage: str, name: str) -> str:
+    """How errors name a notebook's parameter."""
+    return f"stage {stage}: parameter {name}"
 
 
 def _clean(stage_dir: Path) -> None:
