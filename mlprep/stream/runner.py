@@ -26,9 +26,10 @@ from tqdm.auto import tqdm
 from mlprep.errors import SourceError
 from mlprep.faults import fault
 from mlprep.stream.checkpoint import Checkpointer, drop_uncommitted
+from mlprep.stream.columns import T
 from mlprep.stream.engine import Aggregator, BatchResult, load_state, save_state
-from mlprep.stream.events import parse_block, parse_frame
-from mlprep.stream.sources import open_source
+from mlprep.stream.events import Parsed, parse_block, parse_frame
+from mlprep.stream.sources import Block, Source, open_source
 from mlprep.stream.spec import FeatureSpec, load_spec
 from mlprep.stream.stores import OfflineStore, OnlineStore
 
@@ -90,95 +91,153 @@ def run_stream(spec: str | Path | dict | FeatureSpec, source: str, out: str | Pa
     points and at the end.
     """
     spec = spec if isinstance(spec, FeatureSpec) else load_spec(spec)
-    out = Path(out)
-    agg = Aggregator(spec)
-    ckpt = Checkpointer(checkpoint) if checkpoint else None
-    latest = ckpt.latest() if ckpt else None
-    counts = {"events": 0, "dead_letters": 0, "filtered": 0, "late": 0, "emitted": 0}
-    n, position, seq, blocks, lags = 0, None, 0, 0, []
-    if latest is not None:
-        n, folder, meta = latest
-        _check_checkpoint(meta, source, checkpoint)
-        if meta.get("finished"):  # done before: its summary is kept in the checkpoint too
-            _write_summary(out, meta["summary"])
-            return meta["summary"]
-        position, seq, blocks = meta["position"], meta["seq"], meta["blocks"]
-        counts, lags = meta["counts"], meta["lags"]
-        load_state(agg, folder, meta)
-        dropped = drop_uncommitted(out, n)
-        log.info("resumed", extra={"checkpoint": n, "dropped_files": dropped})
-    else:  # a fresh run: this run's output only
-        for d in ("offline", *SIDE):
-            shutil.rmtree(out / d, ignore_errors=True)
-        for suffix in ("", "-wal", "-shm"):  # the database and its write-ahead log
-            (out / f"online.sqlite{suffix}").unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    sinks = _Sinks(out, spec)
-    src = open_source(source, position, block_bytes)
-    agg.declare_partitions(src.partitions)
-
-    def commit(summary: dict[str, Any] | None = None) -> None:
-        nonlocal n
-        n += 1
-        if metrics:  # progress of this interval: watermark, open windows, side outputs
-            sinks.side["metrics"].append(pl.DataFrame(metrics, orient="row", schema=METRICS))
-            metrics.clear()
-        sinks.flush(n)
-        if summary is not None:  # the end: timed after the last write, kept before the commit
-            fault("stream:finishing")
-            summary.update(_timing(counts, time.perf_counter() - t0), offline_rows=sinks.offline.rows)
-            _write_summary(out, summary)
-        if ckpt:
-            meta = {"position": src.position(), "seq": seq, "blocks": blocks, "counts": counts,
-                    "lags": lags[-10_000:], "finished": summary is not None, "source": source, "summary": summary}
-            ckpt.commit(n, meta, lambda d: save_state(agg, d))
-
-    t0 = time.perf_counter()
-    metrics: list[tuple] = []
-    first_event = None
-    since = 0
+    run = _Run(spec, source, Path(out), checkpoint)
+    finished = run.resume()
+    if finished is not None:  # done before: its summary is kept in the checkpoint too
+        return finished
+    src = run.open(block_bytes)
     bar = tqdm(unit="ev", unit_scale=True, desc=f"stream {spec.name}", disable=not progress, leave=False)
     for block in src.blocks():
         received = time.perf_counter()
-        p = (parse_frame(block.frame, block.first_line, seq, spec, block.source) if block.frame is not None
-             else parse_block(block.data, block.first_line, seq, spec, block.source))
-        if block.part is not None:
-            p.events = p.events.with_columns(pl.lit(block.part).alias("_part"))
-        seq += len(p.events)
-        counts["events"] += len(p.events) + len(p.dead) + p.filtered
-        counts["dead_letters"] += len(p.dead)
-        counts["filtered"] += p.filtered
-        if speedup and not p.events.is_empty():
-            t_max = int(p.events["_t"].max())
-            first_event = first_event if first_event is not None else int(p.events["_t"].min())
-            wait = (t_max - first_event) / 1000 / speedup - (time.perf_counter() - t0)
-            if wait > 0:
-                time.sleep(wait)
-        r = agg.process(p.events)
-        sinks.add(r, p.dead, counts)
-        if not r.emitted.is_empty():
-            lags.append((time.perf_counter() - received) * 1000)  # from arrival to emission
-        bar.update(len(p.events))
-        metrics.append((blocks + 1, counts["events"], agg.watermark, agg.max_ts, time.perf_counter() - t0,
-                        agg.open_windows(), counts["dead_letters"], counts["late"]))
-        blocks += 1
-        since += 1
-        fault(f"stream:block={blocks}")
-        if since >= checkpoint_every:  # sinks flushed (and, with --checkpoint, committed) as it goes
-            commit()
-            since = 0
-    sinks.add(agg.flush(), pl.DataFrame(), counts)
-    sinks.online.close()
+        parsed = run.parse(block)
+        run.pace(parsed.events, speedup)
+        run.aggregate(parsed, received)
+        bar.update(len(parsed.events))
+        run.block_done(checkpoint_every)
+    run.flush()
     bar.close()
-    summary = {"spec": spec.name, "source": source, **counts,
-               "emit_lag_ms_p99": round(float(np.percentile(lags, 99)), 2) if lags else None,
-               "open_windows_at_end": agg.open_windows(),
-               "feature_groups": [f"{spec.name}_{w.name}" for w in spec.windows]}
-    commit(summary)
-    if counts["events"] == 0:
+    summary = run.finish()
+    if summary["events"] == 0:
         log.warning("no events in %s", source)
     log.info("stream done", extra={k: v for k, v in summary.items() if isinstance(v, int | float)})
     return summary
+
+
+class _Run:
+    """One run of a spec over a source: the aggregator, the sinks, and the progress a
+    checkpoint keeps (checkpoint number, arrival index, blocks, counts, emit lags)."""
+
+    def __init__(self, spec: FeatureSpec, source: str, out: Path, checkpoint: str | Path | None):
+        self.spec, self.source, self.out, self.checkpoint = spec, source, out, checkpoint
+        self.agg = Aggregator(spec)
+        self.ckpt = Checkpointer(checkpoint) if checkpoint else None
+        self.counts = {"events": 0, "dead_letters": 0, "filtered": 0, "late": 0, "emitted": 0}
+        self.n, self.seq, self.blocks, self.since = 0, 0, 0, 0  # since: blocks since the last commit
+        self.position: dict[str, Any] | None = None
+        self.lags: list[float] = []
+        self.metrics: list[tuple] = []  # progress since the last commit, one row per block
+        self.first_event: int | None = None  # pacing starts from it
+        self.t0 = time.perf_counter()
+
+    def resume(self) -> dict[str, Any] | None:
+        """Continue from the last checkpoint (the summary, if that run finished); without one,
+        start afresh: this run's output only."""
+        latest = self.ckpt.latest() if self.ckpt else None
+        if latest is None:
+            _clear_output(self.out)
+            return None
+        self.n, folder, meta = latest
+        _check_checkpoint(meta, self.source, self.checkpoint)
+        if meta.get("finished"):
+            _write_summary(self.out, meta["summary"])
+            return meta["summary"]
+        self.position, self.seq, self.blocks = meta["position"], meta["seq"], meta["blocks"]
+        self.counts, self.lags = meta["counts"], meta["lags"]
+        load_state(self.agg, folder, meta)
+        dropped = drop_uncommitted(self.out, self.n)
+        log.info("resumed", extra={"checkpoint": self.n, "dropped_files": dropped})
+        return None
+
+    def open(self, block_bytes: int) -> Source:
+        """The sinks, and the source at the run's position; the clock starts."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.sinks = _Sinks(self.out, self.spec)
+        self.src = open_source(self.source, self.position, block_bytes)
+        self.agg.declare_partitions(self.src.partitions)
+        self.t0 = time.perf_counter()
+        return self.src
+
+    def parse(self, block: Block) -> Parsed:
+        """The block's typed events (numbered on in arrival order), dead letters, filtered count."""
+        p = (parse_frame(block.frame, block.first_line, self.seq, self.spec, block.source) if block.frame is not None
+             else parse_block(block.data, block.first_line, self.seq, self.spec, block.source))
+        if block.part is not None:
+            p.events = p.events.with_columns(pl.lit(block.part).alias("_part"))
+        self.seq += len(p.events)
+        self.counts["events"] += len(p.events) + len(p.dead) + p.filtered
+        self.counts["dead_letters"] += len(p.dead)
+        self.counts["filtered"] += p.filtered
+        return p
+
+    def pace(self, events: pl.DataFrame, speedup: float | None) -> None:
+        """With ``speedup``: wait until the wall clock, run that much faster, reaches the events."""
+        if not speedup or events.is_empty():
+            return
+        t_max = int(events[T].max())
+        if self.first_event is None:
+            self.first_event = int(events[T].min())
+        wait = (t_max - self.first_event) / 1000 / speedup - (time.perf_counter() - self.t0)
+        if wait > 0:
+            time.sleep(wait)
+
+    def aggregate(self, parsed: Parsed, received: float) -> None:
+        r = self.agg.process(parsed.events)
+        self.sinks.add(r, parsed.dead, self.counts)
+        if not r.emitted.is_empty():
+            self.lags.append((time.perf_counter() - received) * 1000)  # from arrival to emission
+
+    def block_done(self, checkpoint_every: int) -> None:
+        """Its metrics row; every ``checkpoint_every`` blocks the sinks are flushed (and, with a
+        checkpoint, committed) as the run goes."""
+        agg, counts = self.agg, self.counts
+        self.metrics.append((self.blocks + 1, counts["events"], agg.watermark, agg.max_ts,
+                             time.perf_counter() - self.t0, agg.open_windows(), counts["dead_letters"],
+                             counts["late"]))
+        self.blocks += 1
+        self.since += 1
+        fault(f"stream:block={self.blocks}")
+        if self.since >= checkpoint_every:
+            self.commit()
+            self.since = 0
+
+    def flush(self) -> None:
+        """End of the input: every open window fires."""
+        self.sinks.add(self.agg.flush(), pl.DataFrame(), self.counts)
+        self.sinks.online.close()
+
+    def finish(self) -> dict[str, Any]:
+        summary = {"spec": self.spec.name, "source": self.source, **self.counts,
+                   "emit_lag_ms_p99": round(float(np.percentile(self.lags, 99)), 2) if self.lags else None,
+                   "open_windows_at_end": self.agg.open_windows(),
+                   "feature_groups": [f"{self.spec.name}_{w.name}" for w in self.spec.windows]}
+        self.commit(summary)
+        return summary
+
+    def commit(self, summary: dict[str, Any] | None = None) -> None:
+        """Write the sink files (tagged with the next checkpoint number), then commit the
+        checkpoint; with ``summary``, the end: the summary is written before the last commit."""
+        self.n += 1
+        if self.metrics:  # progress of this interval: watermark, open windows, side outputs
+            self.sinks.side["metrics"].append(pl.DataFrame(self.metrics, orient="row", schema=METRICS))
+            self.metrics.clear()
+        self.sinks.flush(self.n)
+        if summary is not None:  # timed after the last write, kept before the commit
+            fault("stream:finishing")
+            summary.update(_timing(self.counts, time.perf_counter() - self.t0), offline_rows=self.sinks.offline.rows)
+            _write_summary(self.out, summary)
+        if self.ckpt:
+            meta = {"position": self.src.position(), "seq": self.seq, "blocks": self.blocks, "counts": self.counts,
+                    "lags": self.lags[-10_000:], "finished": summary is not None, "source": self.source,
+                    "summary": summary}
+            self.ckpt.commit(self.n, meta, lambda d: save_state(self.agg, d))
+
+
+def _clear_output(out: Path) -> None:
+    """A fresh run: the stores and side outputs of an earlier run in ``out`` go."""
+    for d in ("offline", *SIDE):
+        shutil.rmtree(out / d, ignore_errors=True)
+    for suffix in ("", "-wal", "-shm"):  # the database and its write-ahead log
+        (out / f"online.sqlite{suffix}").unlink(missing_ok=True)
 
 
 def _timing(counts: dict[str, int], seconds: float) -> dict[str, Any]:

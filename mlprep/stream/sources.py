@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from mlprep.errors import SourceError
 from mlprep.io.fs import filesystem
@@ -24,10 +24,21 @@ class Block:
     frame: Any = None  # a polars DataFrame instead of lines (Parquet replay)
 
 
+class Source(Protocol):
+    """What the runner reads: blocks from a resumable position, over named partitions."""
+
+    name: str
+    partitions: list[str]  # Kinesis shards; none for a file
+
+    def position(self) -> dict[str, Any]: ...
+
+    def blocks(self) -> Iterator[Block]: ...
+
+
 MAX_BLOCK = 2 << 30
 
 
-def open_source(url: str, position: dict[str, Any] | None = None, block_bytes: int = 4 << 20):
+def open_source(url: str, position: dict[str, Any] | None = None, block_bytes: int = 4 << 20) -> Source:
     """``kinesis://STREAM`` or a JSON-lines path, resumed at ``position`` (from a checkpoint)."""
     if url.startswith("kinesis://"):
         return KinesisSource(url, position)
