@@ -5,8 +5,11 @@ type, on the same replay file."""
 from __future__ import annotations
 
 import glob
+import os
 import subprocess
 import sys
+from importlib import resources
+from pathlib import Path
 
 import pandas as pd
 
@@ -75,3 +78,17 @@ def test_compiled_sql_shape_and_kinesis_connectors(tmp_path):
     p = subprocess.run([sys.executable, "-m", "mlprep", "stream", "compile", str(SPEC), "--target", "spark",
                         "--out", str(out)], capture_output=True, text=True)
     assert p.returncode == 2 and "--target: unknown target 'spark'" in p.stderr
+
+
+def test_flink_environment_found_without_the_checkout(tmp_path):
+    """MLPREP_FLINK_PYTHON names PyFlink's python; else `.venv-flink` beside the running
+    environment (as `make flink-venv` lays it out), wherever the process runs from."""
+    code = "from mlprep.stream.flink import FLINK_PYTHON; print(FLINK_PYTHON)"
+    env = {k: v for k, v in os.environ.items() if k != "MLPREP_FLINK_PYTHON"}
+    default = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert default.stdout.strip() == str(Path(sys.prefix).parent / ".venv-flink" / "bin" / "python")
+    named = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                           env={**env, "MLPREP_FLINK_PYTHON": "/opt/flink/bin/python"})
+    assert named.stdout.strip() == "/opt/flink/bin/python"
+    # the job script the local run starts is package data, not a path into a source tree
+    assert (resources.files("mlprep.stream") / "flink_job.py").is_file()

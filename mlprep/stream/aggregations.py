@@ -11,18 +11,27 @@ merged row when the window fires (``Function.final``). Functions whose value can
 from a fixed row (``count_distinct``) set ``distinct``: the engine keeps the window's distinct
 values and ``final`` reads their number from ``distinct_count(column)``.
 
-How to add a function: add one ``Function`` to ``AGGREGATIONS`` (its position is where it is
-listed in spec errors). Give it the accumulators it needs, reusing ``N``, ``SUM``, ``MEAN``...
-or defining new ones (``Accumulator(suffix, partial, merge)``: ``partial(column)`` and
-``merge(column)`` are polars aggregations, over events and over partial rows, merging in any
-grouping of the events to the same value), its ``final(column)`` expression over the
-accumulator columns, its Flink SQL with ``{c}`` for the quoted column, and the Flink type of the
-result (None: the column's own). A ``percentile`` could keep the values as a list
-(``partial=pl.col(c).drop_nulls()``, ``merge=pl.col(name).flatten()``) and read
-``pl.col(name).list.eval(pl.element().quantile(q))``; an ``approx_count_distinct`` could set
-``distinct`` (exact here) with ``APPROX_COUNT_DISTINCT({c})``. The spec accepts the name, and the
-engine and the Flink plan compute it, with no other change; add its case to
-``tests/stream_oracle.py`` and the engine tests.
+How to add a function: one ``Function`` entry in ``AGGREGATIONS`` (its place is where spec
+errors list it) with
+
+- ``accumulators``: the state it needs, reusing ``N``, ``SUM``, ``MEAN``, ... or new
+  ``Accumulator(suffix, partial, merge)``; ``partial(column)`` aggregates events and
+  ``merge(column)`` partial rows: partials of any split of the events must merge to the value
+  over all of them (counts and sums add, mean and M2 merge by Chan's formula, first / last
+  keep their event time and arrival). A suffix names a column of checkpointed state: renaming
+  one leaves older checkpoints unreadable;
+- ``final(column)``: the feature, an expression over the merged accumulator columns;
+- ``flink_sql`` with ``{c}`` for the quoted column, and ``flink_type`` (None: the column's type);
+- ``column=False`` if it reads no column; ``distinct=True`` if it needs the window's distinct
+  values (the engine keeps them; ``final`` reads their number from ``distinct_count(column)``).
+
+The spec then accepts the name and the engine and the Flink plan compute it; nothing else
+changes. E.g. a median keeps the values, ``Accumulator("values", lambda c:
+pl.col(c).cast(pl.Float64).drop_nulls(), lambda c: pl.col(f"{c}__values").list.explode(
+keep_nulls=False, empty_as_null=False))``, and reads ``pl.col(f"{c}__values").list.eval(
+pl.element().quantile(0.5, interpolation="linear")).list.first()``; an
+``approx_count_distinct`` sets ``distinct`` (exact here). Add the function to
+``tests/stream_oracle.py`` and to the spec in ``tests/test_stream_engine.py``.
 """
 
 from __future__ import annotations
@@ -112,7 +121,7 @@ MAX = Accumulator("max", lambda c: _num(c).max(), lambda c: _col(MAX, c).max())
 def _ends(end: str) -> tuple[Accumulator, ...]:
     """first / last non-NULL value by event time, then arrival; with that time and arrival
     index, so merged parts keep the order (the state of an end is three columns)."""
-    def partial(of: str) -> Callable[[str], pl.Expr]:
+    def partial(of: str | None) -> Callable[[str], pl.Expr]:  # of: T, SEQ or (None) the value
         def expr(c: str) -> pl.Expr:
             nn = pl.col(c).is_not_null()
             e = pl.col(of or c).filter(nn).sort_by([pl.col(T).filter(nn), pl.col(SEQ).filter(nn)])
@@ -126,7 +135,7 @@ def _ends(end: str) -> tuple[Accumulator, ...]:
         return expr
 
     return tuple(Accumulator(f"{end}{suffix}", partial(of), merge(suffix))
-                 for suffix, of in (("", ""), ("_t", T), ("_s", SEQ)))
+                 for suffix, of in (("", None), ("_t", T), ("_s", SEQ)))
 
 
 FIRST, LAST = _ends("first"), _ends("last")
@@ -181,9 +190,9 @@ def distinct_columns(asked: Iterable[_Asked]) -> list[str]:
     return sorted({a.column for a in asked if a.column and AGGREGATIONS[a.function].distinct})
 
 
-def partial_rows() -> pl.Expr:
+def partial_rows() -> pl.Expr:  # the ROWS accumulator, over events
     return pl.len().cast(pl.Int64).alias(ROWS)
 
 
-def merge_rows() -> pl.Expr:
+def merge_rows() -> pl.Expr:  # and over partial rows
     return pl.col(ROWS).sum()

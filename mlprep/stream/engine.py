@@ -20,12 +20,15 @@ Semantics (Flink's, with a watermark advanced after every event):
 
 Feature values per window: count (events), sum, mean, min, max, stddev (sample, ddof=1; NULL
 below 2 values), count_distinct, first / last (by event time, then arrival). NULL values are
-ignored by everything but count, as in SQL.
+ignored by everything but count, as in SQL. Each function's accumulators, their merge and its
+value come from ``aggregations``; this module only groups, merges and fires.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -327,11 +330,9 @@ class Aggregator:
         return sum(0 if st.acc is None else len(st.acc) for st in self.states)
 
 
-def save_state(agg: Aggregator, folder) -> dict:
+def save_state(agg: Aggregator, folder: str | Path) -> dict[str, Any]:
     """Write the aggregator's state (open windows, distinct sets) under ``folder``; return the
     small part (watermark) for the checkpoint's JSON."""
-    from pathlib import Path
-
     folder = Path(folder)
     for i, st in enumerate(agg.states):
         if st.acc is not None:
@@ -341,9 +342,8 @@ def save_state(agg: Aggregator, folder) -> dict:
     return {"part_max": {k: int(v) for k, v in agg.part_max.items()}}
 
 
-def load_state(agg: Aggregator, folder, meta: dict) -> None:
-    from pathlib import Path
-
+def load_state(agg: Aggregator, folder: str | Path, meta: dict[str, Any]) -> None:
+    """The state ``save_state`` wrote (and the checkpoint's JSON part, ``meta``)."""
     folder = Path(folder)
     agg.part_max = {k: int(v) for k, v in meta["part_max"].items()}
     for i, st in enumerate(agg.states):
