@@ -7,14 +7,13 @@ validates the whole config before any work starts; every error names the offendi
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlprep import params
 from mlprep.batch import dqdl
 from mlprep.errors import ConfigError
 from mlprep.yamlconf import config_error, read_mapping
@@ -263,95 +262,26 @@ class JobConfig(_Model):
         return out
 
 
-_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def coerce_param(name: str, spec: Param, value: Any) -> Any:
-    """Convert a parameter value (often a CLI string) to its declared type, or fail naming it."""
-    where = f"parameters.{name}"
-    try:
-        if spec.type == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if spec.type == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if spec.type == "bool":
-            if isinstance(value, bool):
-                return value
-            s = str(value).strip().lower()
-            if s in ("true", "1", "yes"):
-                return True
-            if s in ("false", "0", "no"):
-                return False
-            raise ValueError
-        if spec.type == "date":
-            return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
-        if spec.type == "path":
-            return validate_path(str(value), where, spec.must_exist)
-        return str(value)
-    except ValueError:
-        raise ConfigError(where, f"expected {spec.type}, got {value!r}") from None
-
-
-def validate_path(value: str, where: str, must_exist: bool = False) -> str:
-    """A path parameter: no NUL or newline, ``~`` expanded, absolute; s3:// URLs pass through."""
-    if not value or any(c in value for c in "\0\n\r"):
-        raise ConfigError(where, f"not a valid path: {value!r}")
-    if "://" in value:
-        scheme = value.split("://", 1)[0]
-        if scheme not in ("s3", "file"):
-            raise ConfigError(where, f"unsupported URL scheme {scheme!r} (local paths or s3://)")
-        return value
-    p = Path(os.path.expanduser(value)).resolve()
-    if must_exist and not p.exists():
-        raise ConfigError(where, f"path does not exist: {p}")
-    return str(p)
-
-
-def _substitute(obj: Any, values: dict[str, Any], where: str) -> Any:
-    if isinstance(obj, str):
-        def repl(m: re.Match[str]) -> str:
-            if m.group(1) not in values:
-                raise ConfigError(where, f"unknown parameter ${{{m.group(1)}}}")
-            return str(values[m.group(1)])
-        return _REF.sub(repl, obj)
-    if isinstance(obj, list):
-        return [_substitute(v, values, f"{where}[{i}]") for i, v in enumerate(obj)]
-    if isinstance(obj, dict):
-        return {k: _substitute(v, values, f"{where}.{k}" if where else str(k)) for k, v in obj.items()}
-    return obj
-
-
-def resolve_params(declared: dict[str, Param], given: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(given) - set(declared))
-    if unknown:
-        raise ConfigError(f"parameters.{unknown[0]}", f"unknown parameter (declared: {', '.join(declared) or 'none'})")
-    values = {}
-    for name, spec in declared.items():
-        if name in given:
-            values[name] = coerce_param(name, spec, given[name])
-        elif spec.default is not None:
-            values[name] = coerce_param(name, spec, spec.default)
-        elif spec.required is False:
-            values[name] = ""
-        else:
-            raise ConfigError(f"parameters.{name}", "required parameter not given (--param name=value)")
-    return values
-
-
-def load_job(config: str | Path | dict, params: dict[str, Any] | None = None) -> tuple[JobConfig, dict[str, Any]]:
-    """Parse and validate a job config (a YAML path or a dict) with parameter values."""
-    raw = read_mapping(config, "job config", "config")
+def declared_parameters(raw: dict[str, Any]) -> dict[str, params.Parameter]:
+    """The job's ``parameters:`` block as typed parameters (validated)."""
     try:
         declared = {k: Param.model_validate(v or {}) for k, v in (raw.get("parameters") or {}).items()}
     except ValidationError as e:
         raise config_error(e, "parameters") from None
-    values = resolve_params(declared, dict(params or {}))
-    body = {k: v for k, v in raw.items() if k != "parameters"}
-    body = _substitute(body, values, "")
+    return {k: params.Parameter(k, p.type, p.default, p.required, p.description, p.must_exist)
+            for k, p in declared.items()}
+
+
+def load_job(config: str | Path | dict, values: dict[str, Any] | None = None, *,
+             base: str | Path | None = None) -> tuple[JobConfig, dict[str, Any]]:
+    """Parse and validate a job config (a YAML path or a dict) with parameter values.
+
+    Relative path parameters are made absolute against ``base`` (default: the current folder,
+    as for paths typed on a command line); ``${name}`` in the config is replaced by their text."""
+    raw = read_mapping(config, "job config", "config")
+    typed = params.resolve(declared_parameters(raw), dict(values or {}),
+                           base=Path(base or Path.cwd()).absolute())
+    body = params.substitute({k: v for k, v in raw.items() if k != "parameters"}, typed, text=True)
     body["parameters"] = raw.get("parameters") or {}
     try:
         job = JobConfig.model_validate(body)
@@ -361,7 +291,7 @@ def load_job(config: str | Path | dict, params: dict[str, Any] | None = None) ->
     _check_graph(job, steps)
     dqdl.parse(job.quality.rules, "quality.rules")  # DQDL is checked up front too
     dqdl.parse(job.quality.warn, "quality.warn")
-    return job, values
+    return job, typed
 
 
 def _check_graph(job: JobConfig, steps: list[tuple[str, Any]]) -> None:
