@@ -86,6 +86,23 @@ def _json_str_or_null(a: np.ndarray | pa.Array, null: np.ndarray) -> pa.Array:
     return pc.if_else(pa.array(null), "null", _quoted(pa.array(a)))
 
 
+@dataclass
+class _Txns:
+    """Distinct transactions in event-time order, one array element each."""
+
+    user: np.ndarray
+    ts: np.ndarray  # ms from START
+    amount: np.ndarray
+    newdev: np.ndarray  # on a device new to the user
+    is_burst: np.ndarray
+    fraud: np.ndarray | None = None
+    device: dict[str, np.ndarray] | None = None  # os_i, br_i, ip, merchant, currency
+
+    @property
+    def txn_num(self) -> np.ndarray:
+        return np.arange(1, len(self.user) + 1)
+
+
 def generate(out_dir: str | Path, rows: int = 10_000, seed: int = 7) -> GeneratedData:
     """Write the data set to ``out_dir`` (created if missing) and return its description.
 
@@ -96,33 +113,61 @@ def generate(out_dir: str | Path, rows: int = 10_000, seed: int = 7) -> Generate
         raise ValueError(f"rows: must be >= 1000, got {rows}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # one stream, drawn from in this order: same seed, same data
     n_users = max(100, rows // 50)
-
-    # --- users: a home device each, and a dimension table ----------------------------------
-    home_os = rng.integers(0, len(OS), n_users)
-    home_browser = rng.integers(0, len(BROWSER), n_users)
-    home_ip = rng.integers(0, 2**32, n_users, dtype=np.uint64)
-    fraud_users = rng.choice(n_users, size=max(5, n_users // 50), replace=False)
-
-    # --- transaction skeleton: base traffic, fraud bursts, duplicates ---------------------
+    users = _users(rng, n_users)
     n_dup = rows // 200
-    n_burst_txn = max(20, rows // 100)
-    n_base = rows - n_dup - n_burst_txn
+    n_burst = max(20, rows // 100)
+    t = _transactions(rng, users, rows - n_dup - n_burst, n_burst)
+    t.fraud = _labels(rng, t)
+    idx = _with_duplicates(rng, len(t.user), n_dup)
+    t.device = _devices(rng, t, users)
+
+    lines = _transaction_lines(t, idx, seed)
+    _write_lines(out / "transactions.jsonl", lines)
+    _write_lines(out / "events.jsonl", lines.take(pa.array(_arrival_order(t.ts[idx], seed))))
+    _write_lines(out / "labels.jsonl", _label_lines(t))
+    _write_users(out / "users.db", n_users, np.random.default_rng([seed, 7]))
+    fraud = int(t.fraud.sum())
+    meta = {"rows": rows, "users": n_users, "duplicates": int(n_dup), "fraud": fraud,
+            "seed": seed, "start": str(START), "days": DAYS}
+    (out / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return GeneratedData(out, rows, n_users, int(n_dup), fraud)
+
+
+def _users(rng: np.random.Generator, n_users: int) -> dict[str, np.ndarray]:
+    """A home device each, and the users who commit fraud."""
+    return {"os": rng.integers(0, len(OS), n_users), "browser": rng.integers(0, len(BROWSER), n_users),
+            "ip": rng.integers(0, 2**32, n_users, dtype=np.uint64),
+            "fraud": rng.choice(n_users, size=max(5, n_users // 50), replace=False)}
+
+
+def _transactions(rng: np.random.Generator, users: dict[str, np.ndarray], n_base: int, n_burst: int) -> _Txns:
+    """Base traffic (skewed users, night-time high amounts, some new devices) and fraud bursts."""
+    n_users = len(users["os"])
     period_ms = DAYS * 86_400_000
-    # users' activity is skewed: a few heavy users, a long tail
-    weights = 1.0 / np.arange(1, n_users + 1) ** 0.6
+    weights = 1.0 / np.arange(1, n_users + 1) ** 0.6  # a few heavy users, a long tail
     weights /= weights.sum()
     base_user = rng.choice(n_users, size=n_base, p=weights)
     base_ts = rng.integers(0, period_ms, n_base)
     base_amount = np.round(rng.lognormal(3.3, 1.1, n_base), 2)
-    # night-time high amounts: part of the planted signal
-    night = (base_ts % 86_400_000) < 5 * 3_600_000
+    night = (base_ts % 86_400_000) < 5 * 3_600_000  # night-time high amounts: part of the planted signal
     base_amount = np.where(night & (rng.random(n_base) < 0.03), base_amount * 25, base_amount)
     base_newdev = rng.random(n_base) < 0.03
+    b_user, b_ts = _bursts(rng, users["fraud"], n_burst, period_ms)
+    b_amount = np.round(rng.lognormal(4.5, 0.8, n_burst), 2)
+    cols = (np.concatenate([base_user, b_user]), np.concatenate([base_ts, b_ts]),
+            np.concatenate([base_amount, b_amount]), np.concatenate([base_newdev, np.ones(n_burst, bool)]),
+            np.concatenate([np.zeros(n_base, bool), np.ones(n_burst, bool)]))
+    order = np.argsort(cols[1], kind="stable")
+    return _Txns(*(a[order] for a in cols))
 
+
+def _bursts(rng: np.random.Generator, fraud_users: np.ndarray, n: int, period_ms: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of 5-12 transactions by one fraud user within two minutes."""
     burst_user, burst_ts = [], []
-    left = n_burst_txn
+    left = n
     while left > 0:
         k = int(min(left, rng.integers(5, 13)))
         u = rng.choice(fraud_users)
@@ -130,98 +175,78 @@ def generate(out_dir: str | Path, rows: int = 10_000, seed: int = 7) -> Generate
         burst_user.append(np.full(k, u))
         burst_ts.append(np.sort(t0 + rng.integers(0, 120_000, k)))
         left -= k
-    b_user = np.concatenate(burst_user)
-    b_ts = np.concatenate(burst_ts)
-    b_amount = np.round(rng.lognormal(4.5, 0.8, n_burst_txn), 2)
+    return np.concatenate(burst_user), np.concatenate(burst_ts)
 
-    user = np.concatenate([base_user, b_user])
-    ts = np.concatenate([base_ts, b_ts])
-    amount = np.concatenate([base_amount, b_amount])
-    newdev = np.concatenate([base_newdev, np.ones(n_burst_txn, bool)])
-    is_burst = np.concatenate([np.zeros(n_base, bool), np.ones(n_burst_txn, bool)])
-    order = np.argsort(ts, kind="stable")
-    user, ts, amount, newdev, is_burst = (a[order] for a in (user, ts, amount, newdev, is_burst))
-    n = len(user)
-    txn_num = np.arange(1, n + 1)
 
-    # labels, before duplicates are added (one label per distinct transaction)
-    hour = (ts % 86_400_000) // 3_600_000
-    p = np.full(n, 0.002)
-    p = np.where(newdev, 0.06, p)
-    p = np.where((hour < 5) & (amount > 500), 0.35, p)
-    p = np.where(is_burst, 0.92, p)
-    fraud = rng.random(n) < p
+def _labels(rng: np.random.Generator, t: _Txns) -> np.ndarray:
+    """Fraud, drawn with the planted patterns' probabilities (one label per distinct transaction)."""
+    hour = (t.ts % 86_400_000) // 3_600_000
+    p = np.full(len(t.user), 0.002)
+    p = np.where(t.newdev, 0.06, p)
+    p = np.where((hour < 5) & (t.amount > 500), 0.35, p)
+    p = np.where(t.is_burst, 0.92, p)
+    return rng.random(len(t.user)) < p
 
-    # duplicates: re-sent copies placed right after their original
+
+def _with_duplicates(rng: np.random.Generator, n: int, n_dup: int) -> np.ndarray:
+    """Row order with re-sent copies placed right after their original."""
     dup_src = np.sort(rng.choice(n, size=n_dup, replace=False))
-    idx = np.sort(np.concatenate([np.arange(n), dup_src]), kind="stable")
+    return np.sort(np.concatenate([np.arange(n), dup_src]), kind="stable")
 
-    os_i = np.where(newdev, rng.integers(0, len(OS), n), home_os[user])
-    br_i = np.where(newdev, rng.integers(0, len(BROWSER), n), home_browser[user])
-    ip = np.where(newdev, rng.integers(0, 2**32, n, dtype=np.uint64), home_ip[user])
-    merchant = rng.integers(1, max(50, n // 200) + 1, n)
-    currency = CURRENCIES[np.where(rng.random(n) < 0.8, 0, rng.integers(1, 3, n))]
 
-    # --- JSON lines, built column-wise -----------------------------------------------------
-    def cols(sel: np.ndarray, rng_c: np.random.Generator) -> pa.Array:
-        m = len(sel)
-        nulls = rng_c.random((5, m)) < 0.002  # ~1% of values null across fields
-        am = amount[sel]
-        am_txt = pc.cast(pa.array(am), pa.string())
-        kind = rng_c.random(m)
-        amount_json = pc.if_else(
-            pa.array(kind < 0.08), _quoted(am_txt), am_txt
-        )  # ~8% numeric strings
-        junk = pa.array(JUNK[rng_c.integers(0, len(JUNK), m)])
-        amount_json = pc.if_else(pa.array(kind > 0.995), _quoted(junk), amount_json)
-        amount_json = pc.if_else(pa.array(nulls[0]), "null", amount_json)
-        ip_v = ip[sel]
-        ip_txt = pc.binary_join_element_wise(
-            *[pc.cast(pa.array(((ip_v >> s) & 255).astype(np.int64)), pa.string()) for s in (24, 16, 8, 0)], "."
-        )
-        device = pc.binary_join_element_wise(
-            '{"os":', _json_str_or_null(OS[os_i[sel]], nulls[3]),
-            ',"browser":', _quoted(pa.array(BROWSER[br_i[sel]])),
-            ',"ip":', _quoted(ip_txt), "}", "",
-        )
-        device = pc.if_else(pa.array(rng_c.random(m) < 0.002), "null", device)
-        return pc.binary_join_element_wise(
-            '{"txn_id":', _quoted(_ids("t", txn_num[sel], 9)),
-            ',"user_id":', _json_str_or_null(_ids("u", user[sel], 7), nulls[1]),
-            ',"merchant_id":', _quoted(_ids("m", merchant[sel], 5)),
-            ',"amount":', amount_json,
-            ',"currency":', _json_str_or_null(currency[sel], nulls[2]),
-            ',"ts":"', _iso_ms(ts[sel]), '","device":', device, "}", "",
-        )
+def _devices(rng: np.random.Generator, t: _Txns, users: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The device (home, or a new one), merchant and currency of each transaction."""
+    n = len(t.user)
+    return {"os_i": np.where(t.newdev, rng.integers(0, len(OS), n), users["os"][t.user]),
+            "br_i": np.where(t.newdev, rng.integers(0, len(BROWSER), n), users["browser"][t.user]),
+            "ip": np.where(t.newdev, rng.integers(0, 2**32, n, dtype=np.uint64), users["ip"][t.user]),
+            "merchant": rng.integers(1, max(50, n // 200) + 1, n),
+            "currency": CURRENCIES[np.where(rng.random(n) < 0.8, 0, rng.integers(1, 3, n))]}
 
+
+def _transaction_lines(t: _Txns, idx: np.ndarray, seed: int) -> pa.ChunkedArray:
+    """JSON lines, built column-wise in chunks (each chunk with its own seeded generator)."""
     chunk = 250_000
-    lines_by_row: list[pa.Array] = []
-    for i, start in enumerate(range(0, len(idx), chunk)):
-        lines_by_row.append(cols(idx[start : start + chunk], np.random.default_rng([seed, i])))
-    lines = pa.chunked_array(lines_by_row)
-    _write_lines(out / "transactions.jsonl", lines)
+    return pa.chunked_array([_line_chunk(t, idx[start : start + chunk], np.random.default_rng([seed, i]))
+                             for i, start in enumerate(range(0, len(idx), chunk))])
 
-    # events: arrival order = event time + delay; ~1% late by up to 30 s
-    ts_rows = ts[idx]
+
+def _line_chunk(t: _Txns, sel: np.ndarray, rng_c: np.random.Generator) -> pa.Array:
+    m, d = len(sel), t.device
+    nulls = rng_c.random((5, m)) < 0.002  # ~1% of values null across fields
+    am_txt = pc.cast(pa.array(t.amount[sel]), pa.string())
+    kind = rng_c.random(m)
+    amount_json = pc.if_else(pa.array(kind < 0.08), _quoted(am_txt), am_txt)  # ~8% numeric strings
+    junk = pa.array(JUNK[rng_c.integers(0, len(JUNK), m)])
+    amount_json = pc.if_else(pa.array(kind > 0.995), _quoted(junk), amount_json)
+    amount_json = pc.if_else(pa.array(nulls[0]), "null", amount_json)
+    ip_v = d["ip"][sel]
+    ip_txt = pc.binary_join_element_wise(
+        *[pc.cast(pa.array(((ip_v >> s) & 255).astype(np.int64)), pa.string()) for s in (24, 16, 8, 0)], ".")
+    device = pc.binary_join_element_wise(
+        '{"os":', _json_str_or_null(OS[d["os_i"][sel]], nulls[3]),
+        ',"browser":', _quoted(pa.array(BROWSER[d["br_i"][sel]])), ',"ip":', _quoted(ip_txt), "}", "")
+    device = pc.if_else(pa.array(rng_c.random(m) < 0.002), "null", device)
+    return pc.binary_join_element_wise(
+        '{"txn_id":', _quoted(_ids("t", t.txn_num[sel], 9)),
+        ',"user_id":', _json_str_or_null(_ids("u", t.user[sel], 7), nulls[1]),
+        ',"merchant_id":', _quoted(_ids("m", d["merchant"][sel], 5)),
+        ',"amount":', amount_json,
+        ',"currency":', _json_str_or_null(d["currency"][sel], nulls[2]),
+        ',"ts":"', _iso_ms(t.ts[sel]), '","device":', device, "}", "")
+
+
+def _arrival_order(ts_rows: np.ndarray, seed: int) -> np.ndarray:
+    """Arrival = event time + delay; ~1% late by up to 30 s."""
     erng = np.random.default_rng([seed, 99])
-    delay = np.where(erng.random(len(idx)) < 0.01, erng.integers(1_000, 30_001, len(idx)), 0)
-    arrival = np.argsort(ts_rows + delay, kind="stable")
-    _write_lines(out / "events.jsonl", lines.take(pa.array(arrival)))
+    delay = np.where(erng.random(len(ts_rows)) < 0.01, erng.integers(1_000, 30_001, len(ts_rows)), 0)
+    return np.argsort(ts_rows + delay, kind="stable")
 
-    # labels: one row per distinct transaction
-    label_lines = pc.binary_join_element_wise(
-        '{"txn_id":"', _ids("t", txn_num, 9),
-        '","user_id":"', _ids("u", user, 7),
-        '","ts":"', _iso_ms(ts), '","is_fraud":', pa.array(fraud.astype(int).astype(str)),
-        "}", "",
-    )
-    _write_lines(out / "labels.jsonl", label_lines)
 
-    _write_users(out / "users.db", n_users, np.random.default_rng([seed, 7]))
-    meta = {"rows": rows, "users": n_users, "duplicates": int(n_dup), "fraud": int(fraud.sum()),
-            "seed": seed, "start": str(START), "days": DAYS}
-    (out / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return GeneratedData(out, rows, n_users, int(n_dup), int(fraud.sum()))
+def _label_lines(t: _Txns) -> pa.Array:
+    return pc.binary_join_element_wise(
+        '{"txn_id":"', _ids("t", t.txn_num, 9), '","user_id":"', _ids("u", t.user, 7),
+        '","ts":"', _iso_ms(t.ts), '","is_fraud":', pa.array(t.fraud.astype(int).astype(str)), "}", "")
 
 
 def _write_lines(path: Path, lines: pa.Array | pa.ChunkedArray) -> None:
