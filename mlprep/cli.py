@@ -9,12 +9,18 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mlprep import __version__, interrupts, logs
 from mlprep.errors import ConfigError, MlprepError
 from mlprep.interrupts import Interrupted
 from mlprep.params import parse_cli
+
+
+class Subparsers(Protocol):
+    """What ``ArgumentParser.add_subparsers()`` returns, as the command groups use it."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
 
 
 def _progress(a: argparse.Namespace) -> bool:
@@ -183,6 +189,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
     sub = p.add_subparsers(dest="group", required=True, metavar="{data,batch,stream,pipeline,registry,endpoint,run,deploy}")
 
+    _add_data(sub)
+    _add_batch(sub)
+    _add_stream(sub)
+
+    from mlprep.deploy.cli import add_commands as deploy_commands
+    from mlprep.pipeline.cli import add_commands
+
+    add_commands(sub)
+    deploy_commands(sub)
+
+    _add_run(sub)
+    return p
+
+
+def _add_data(sub: Subparsers) -> None:
+    """``mlprep data generate``."""
     data = sub.add_parser("data", help="sample data").add_subparsers(dest="cmd", required=True)
     g = data.add_parser("generate", help="write the seeded card-payments data set",
                         description="Write transactions.jsonl, events.jsonl, labels.jsonl and users.db.")
@@ -191,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     g.set_defaults(fn=cmd_data_generate)
 
+
+def _add_batch(sub: Subparsers) -> None:
+    """``mlprep batch run|export-glue|bookmark``."""
     batch = sub.add_parser("batch", help="Glue-style batch jobs").add_subparsers(dest="cmd", required=True)
     r = batch.add_parser("run", help="run a batch job", description=(
         "Run a job config. Prints the run summary's path on the last line; exits 1 on failure."))
@@ -221,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--processed", help="path or glob of files to mark processed (set, file sources)")
     b.set_defaults(fn=cmd_bookmark)
 
+
+def _add_stream(sub: Subparsers) -> None:
+    """``mlprep stream run|backfill|compile``."""
     stream = sub.add_parser("stream", help="streaming features (KDA-style)").add_subparsers(dest="cmd", required=True)
     sr = stream.add_parser("run", help="aggregate an event stream with a feature spec", description=(
         "Windowed per-key features with watermarks and allowed lateness; writes the offline store"
@@ -257,12 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--parallelism", type=int, default=2)
     sc.set_defaults(fn=cmd_stream_compile)
 
-    from mlprep.deploy.cli import add_commands as deploy_commands
-    from mlprep.pipeline.cli import add_commands
 
-    add_commands(sub)
-    deploy_commands(sub)
-
+def _add_run(sub: Subparsers) -> None:
+    """``mlprep run``: a plan's notebooks."""
     run = sub.add_parser("run", help="run the stage notebooks headless (papermill), chained", description=(
         "Runs a plan's notebooks in order, each stage's outputs passed on as the next one's parameters, into "
         "RUNS/<run-id>/ (executed notebooks, logs, summary.json, report.html). Unchanged stages are skipped. "
@@ -281,7 +306,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-output", action="store_true", help="do not stream the notebooks' output")
     run.add_argument("--help-notebook", metavar="NOTEBOOK", help="list a notebook's parameters, types and defaults")
     run.set_defaults(fn=cmd_run)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

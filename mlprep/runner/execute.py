@@ -172,6 +172,15 @@ def child(job_path: str) -> int:
 
 
 # --- parent ------------------------------------------------------------------------------------
+@dataclass
+class _Seen:
+    """What the child has reported so far."""
+
+    cells: int = 0
+    cell: int = 0
+    end: dict | None = None
+
+
 def run(notebook: Path, output: Path, parameters: dict[str, Any], log: Path, *, cwd: Path | None = None,
         secrets: dict[str, str] | None = None, timeout: float | None = None, cell_timeout: float | None = None,
         label: str = "", extra_env: dict[str, str] | None = None, show_output: bool = True) -> Outcome:
@@ -202,24 +211,9 @@ def run(notebook: Path, output: Path, parameters: dict[str, Any], log: Path, *, 
     stderr_lines: list[str] = []
     err_reader = threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True)
     err_reader.start()
-    cells, cell, end, interrupted = 0, 0, None, None
-    bar = _Progress(label, show_output)
+    seen, interrupted, bar = _Seen(), None, _Progress(label, show_output)
     try:
-        for line in proc.stdout:
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            if ev["e"] == "start":
-                cells = ev["cells"]
-                bar.start(cells)
-            elif ev["e"] == "cell":
-                cell = ev["n"]
-                bar.cell(cell)
-            elif ev["e"] == "out":
-                bar.write(ev["text"])
-            elif ev["e"] == "end":
-                end = ev
+        _follow(proc, bar, seen)
         proc.wait()
     except Interrupted as e:  # the kernel, its jobs and servers go too
         interrupted = e
@@ -236,13 +230,38 @@ def run(notebook: Path, output: Path, parameters: dict[str, Any], log: Path, *, 
         shutil.rmtree(private, ignore_errors=True)
     seconds = round(time.monotonic() - started, 2)
     if interrupted is not None:
-        return Outcome(False, "interrupted", interrupted.name, cell or None, cells, seconds)
+        return Outcome(False, "interrupted", interrupted.name, seen.cell or None, seen.cells, seconds)
     if timed_out.is_set():
-        return Outcome(False, "timeout", f"stage timeout ({timeout:g} s) exceeded at cell {cell} of {cells}",
-                       cell, cells, seconds)
+        return Outcome(False, "timeout", f"stage timeout ({timeout:g} s) exceeded at cell {seen.cell} of "
+                       f"{seen.cells}", seen.cell, seen.cells, seconds)
+    return _outcome(seen, proc.returncode, stderr_lines, log, seconds)
+
+
+def _follow(proc: subprocess.Popen, bar: _Progress, seen: _Seen) -> None:
+    """Read the child's events (JSON lines on its stdout) until it closes them."""
+    for line in proc.stdout:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if ev["e"] == "start":
+            seen.cells = ev["cells"]
+            bar.start(seen.cells)
+        elif ev["e"] == "cell":
+            seen.cell = ev["n"]
+            bar.cell(seen.cell)
+        elif ev["e"] == "out":
+            bar.write(ev["text"])
+        elif ev["e"] == "end":
+            seen.end = ev
+
+
+def _outcome(seen: _Seen, returncode: int | None, stderr_lines: list[str], log: Path, seconds: float) -> Outcome:
+    """The outcome of a child that ended by itself: its end event, or how it died."""
+    cell, cells, end = seen.cell, seen.cells, seen.end
     if end is None:
         tail = "".join(stderr_lines[-15:]).strip()
-        return Outcome(False, "crashed", f"the stage process died (exit {proc.returncode})"
+        return Outcome(False, "crashed", f"the stage process died (exit {returncode})"
                        + (f": {tail}" if tail else ""), cell or None, cells, seconds)
     if end["ok"]:
         return Outcome(True, "ok", "", None, cells, seconds)
