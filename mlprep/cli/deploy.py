@@ -1,4 +1,4 @@
-"""``mlprep deploy plan|diff|apply|status|destroy``."""
+"""``mlprep deploy plan|diff|apply|status|destroy``: the AWS deployment."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from mlprep.cli.common import Subparsers
 
 
 def cmd_plan(a: argparse.Namespace) -> int:
@@ -98,7 +100,7 @@ def _stops(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
     return run
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: Subparsers) -> None:
     dep = sub.add_parser("deploy", help="deploy to AWS: Glue job, Managed Flink, SageMaker pipeline, Step Functions")
     dsub = dep.add_subparsers(dest="cmd", required=True)
     p = dsub.add_parser("plan", help="write and check every artifact and request into a folder (creates nothing)")
