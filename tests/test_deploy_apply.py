@@ -270,7 +270,7 @@ def test_the_wheel_installs_and_declares_what_the_batch_engine_imports(tmp_path)
     target = tmp_path / "site"
     uv = Path(sys.executable).with_name("uv")
     subprocess.run([str(uv), "pip", "install", "-q", "--no-deps", "--target", str(target), str(whl)], check=True)
-    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import mlprep.batch.spark, mlprep.batch.job; "
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import mlprep.batch.engines.spark, mlprep.batch.job; "
              "import mlprep; print(mlprep.__file__); "
              "import json; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
     out = subprocess.run([sys.executable, "-c", probe, str(target)], capture_output=True, text=True, check=True,
