@@ -238,3 +238,36 @@ def test_garbage_input_fails_right_after_reading(tmp_path):
            "output": {"input": "r", "path": str(tmp_path / "o" / "t"), "quarantine": str(tmp_path / "q")}}
     with pytest.raises(ErrorThresholdExceeded, match=r"thresholds\.stage \(read\)\.max_error_rate: 50/51"):
         run_job(cfg)
+
+
+class _ProtocolOnly:
+    """An engine with exactly the BatchEngine methods, delegating to the embedded one: the job
+    must need nothing else (a third engine is one class with these methods)."""
+
+    name = "protocol-only"
+
+    def __init__(self) -> None:
+        from mlprep.batch.engines import BatchEngine
+        from mlprep.batch.engines.duckdb import DuckDBEngine
+
+        self.inner, self.calls = DuckDBEngine(), []
+        methods = [m for m in vars(BatchEngine) if not m.startswith("_") and callable(getattr(BatchEngine, m))]
+        for m in methods:
+            setattr(self, m, self._recorded(m))
+
+    def _recorded(self, method: str):
+        def call(*args, **kwargs):
+            self.calls.append(method)
+            return getattr(self.inner, method)(*args, **kwargs)
+        return call
+
+
+def test_the_job_reaches_its_engine_only_through_the_protocol(small_data, tmp_path):
+    params = {"data_dir": str(small_data.out_dir)}
+    engine = _ProtocolOnly()
+    via = run_job(JOB, {**params, "out_dir": str(tmp_path / "a")}, engine=engine, progress=False)
+    plain = run_job(JOB, {**params, "out_dir": str(tmp_path / "b")}, progress=False)
+    assert via.rows == plain.rows and via.summary["quality"] == plain.summary["quality"]
+    pd.testing.assert_frame_equal(_norm(read_output(via.summary["output"]["path"])),
+                                  _norm(read_output(plain.summary["output"]["path"])))
+    assert {"open", "read_files", "read_table", "apply", "pending", "write", "share", "close"} <= set(engine.calls)
