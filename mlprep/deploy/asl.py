@@ -76,69 +76,81 @@ def validate(doc: dict[str, Any], where: str = "state machine") -> list[str]:
     """Structural ASL problems (empty when fine): StartAt and every Next / Default / Catch
     target exist, every state is reachable, non-terminal states continue or end, Retry and Catch
     are well formed, every Task has a timeout."""
-    problems: list[str] = []
     states = doc.get("States")
     if not isinstance(states, dict) or not states:
         return [f"{where}: States is missing or empty"]
+    problems: list[str] = []
     start = doc.get("StartAt")
     if start not in states:
         problems.append(f"{where}: StartAt {start!r} is not a state")
     edges: dict[str, list[str]] = {}
     for name, st in states.items():
         at = f"{where}.States.{name}"
-        t = st.get("Type")
-        if t not in _TYPES:
-            problems.append(f"{at}: unknown Type {t!r}")
+        if st.get("Type") not in _TYPES:
+            problems.append(f"{at}: unknown Type {st.get('Type')!r}")
             continue
-        targets = []
-        if t == "Choice":
-            choices = st.get("Choices") or []
-            if not choices:
-                problems.append(f"{at}: a Choice state needs Choices")
-            targets += [c.get("Next") for c in choices]
-            if "Default" in st:
-                targets.append(st["Default"])
-        elif t not in _TERMINAL:
-            if "Next" in st:
-                targets.append(st["Next"])
-            elif st.get("End") is not True:
-                problems.append(f"{at}: needs Next or End: true")
-        for i, r in enumerate(st.get("Retry") or []):
-            if not isinstance(r.get("ErrorEquals"), list) or not r["ErrorEquals"]:
-                problems.append(f"{at}.Retry[{i}]: ErrorEquals must be a non-empty list")
-            if not isinstance(r.get("MaxAttempts", 3), int) or r.get("MaxAttempts", 3) < 0:
-                problems.append(f"{at}.Retry[{i}]: MaxAttempts must be an integer >= 0")
-            if r.get("BackoffRate", 2.0) < 1.0:
-                problems.append(f"{at}.Retry[{i}]: BackoffRate must be >= 1.0")
-            if r.get("IntervalSeconds", 1) < 1:
-                problems.append(f"{at}.Retry[{i}]: IntervalSeconds must be >= 1")
-        for i, c in enumerate(st.get("Catch") or []):
-            if not isinstance(c.get("ErrorEquals"), list) or not c["ErrorEquals"]:
-                problems.append(f"{at}.Catch[{i}]: ErrorEquals must be a non-empty list")
-            if "Next" not in c:
-                problems.append(f"{at}.Catch[{i}]: needs Next")
-            targets.append(c.get("Next"))
-        if t == "Task":
-            if not st.get("Resource"):
-                problems.append(f"{at}: a Task needs Resource")
-            if "TimeoutSeconds" not in st and "TimeoutSecondsPath" not in st:
-                problems.append(f"{at}: a Task needs TimeoutSeconds (a stuck call must not hang the run)")
-        for tg in targets:
-            if tg not in states:
-                problems.append(f"{at}: goes to {tg!r}, which is not a state")
+        targets = _state_problems(at, st, problems)
+        problems += [f"{at}: goes to {tg!r}, which is not a state" for tg in targets if tg not in states]
         edges[name] = [tg for tg in targets if tg in states]
-    seen, todo = set(), [start] if start in states else []
+    seen = _reachable(start, edges) if start in states else set()
+    problems += [f"{where}.States.{name}: unreachable from StartAt" for name in states if name not in seen]
+    if not any(states[n].get("Type") in _TERMINAL or states[n].get("End") is True for n in seen):
+        problems.append(f"{where}: no reachable terminal state")
+    return problems
+
+
+def _state_problems(at: str, st: dict[str, Any], problems: list[str]) -> list[Any]:
+    """One state's own problems (appended to ``problems``); returns the states it goes to."""
+    t, targets = st.get("Type"), []
+    if t == "Choice":
+        choices = st.get("Choices") or []
+        if not choices:
+            problems.append(f"{at}: a Choice state needs Choices")
+        targets += [c.get("Next") for c in choices]
+        if "Default" in st:
+            targets.append(st["Default"])
+    elif t not in _TERMINAL:
+        if "Next" in st:
+            targets.append(st["Next"])
+        elif st.get("End") is not True:
+            problems.append(f"{at}: needs Next or End: true")
+    problems += _retry_problems(at, st.get("Retry") or [])
+    for i, c in enumerate(st.get("Catch") or []):
+        if not isinstance(c.get("ErrorEquals"), list) or not c["ErrorEquals"]:
+            problems.append(f"{at}.Catch[{i}]: ErrorEquals must be a non-empty list")
+        if "Next" not in c:
+            problems.append(f"{at}.Catch[{i}]: needs Next")
+        targets.append(c.get("Next"))
+    if t == "Task":
+        if not st.get("Resource"):
+            problems.append(f"{at}: a Task needs Resource")
+        if "TimeoutSeconds" not in st and "TimeoutSecondsPath" not in st:
+            problems.append(f"{at}: a Task needs TimeoutSeconds (a stuck call must not hang the run)")
+    return targets
+
+
+def _retry_problems(at: str, retries: list[dict[str, Any]]) -> list[str]:
+    problems = []
+    for i, r in enumerate(retries):
+        if not isinstance(r.get("ErrorEquals"), list) or not r["ErrorEquals"]:
+            problems.append(f"{at}.Retry[{i}]: ErrorEquals must be a non-empty list")
+        if not isinstance(r.get("MaxAttempts", 3), int) or r.get("MaxAttempts", 3) < 0:
+            problems.append(f"{at}.Retry[{i}]: MaxAttempts must be an integer >= 0")
+        if r.get("BackoffRate", 2.0) < 1.0:
+            problems.append(f"{at}.Retry[{i}]: BackoffRate must be >= 1.0")
+        if r.get("IntervalSeconds", 1) < 1:
+            problems.append(f"{at}.Retry[{i}]: IntervalSeconds must be >= 1")
+    return problems
+
+
+def _reachable(start: str, edges: dict[str, list[str]]) -> set[str]:
+    seen, todo = set(), [start]
     while todo:
         n = todo.pop()
         if n not in seen:
             seen.add(n)
             todo += edges.get(n, [])
-    for name in states:
-        if name not in seen:
-            problems.append(f"{where}.States.{name}: unreachable from StartAt")
-    if not any(states[n].get("Type") in _TERMINAL or states[n].get("End") is True for n in seen):
-        problems.append(f"{where}: no reachable terminal state")
-    return problems
+    return seen
 
 
 def check(doc: dict[str, Any], where: str = "state machine") -> None:

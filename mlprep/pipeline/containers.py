@@ -201,7 +201,23 @@ def run_training(args: dict, job: Job) -> dict:
     f = job.folder
     for d in ("model", "output/data", "input/config", "code", "checkpoints"):
         (f / d).mkdir(parents=True, exist_ok=True)
-    channels = {}
+    channels = _training_inputs(args, job, submit)
+    if not (f / "code" / str(program)).is_file():
+        raise JobFailed(f"ClientError: sagemaker_program {program!r} is not in {submit or 'the code folder'}")
+    env, user_args = _training_env(args, job, str(program), channels, hps)
+    timeout = (args.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
+    run_command([sys.executable, str(f / "code" / str(program)), *user_args], env, f / "code", job.log,
+                timeout, f / "output" / "failure")
+    model_uri = _training_outputs(args, job)
+    return {**args, "TrainingJobName": job.name, "TrainingJobArn": job.arn, "TrainingJobStatus": "Completed",
+            "SecondaryStatus": "Completed", "ModelArtifacts": {"S3ModelArtifacts": model_uri},
+            "TrainingStartTime": started, "TrainingEndTime": _now(), "FinalMetricDataList": []}
+
+
+def _training_inputs(args: dict, job: Job, submit: Any) -> dict[str, dict]:
+    """Each channel downloaded to /opt/ml/input/data/<channel>, the code archive unpacked to
+    /opt/ml/code; returns inputdataconfig.json's content."""
+    f, channels = job.folder, {}
     try:
         for ch in args.get("InputDataConfig") or []:
             name = ch["ChannelName"]
@@ -221,8 +237,14 @@ def run_training(args: dict, job: Job) -> dict:
         raise JobFailed(str(e), SERVICE) from e
     except tarfile.TarError as e:
         raise JobFailed(f"ClientError: sagemaker_submit_directory {submit} is not a tar.gz: {e}") from e
-    if not (f / "code" / str(program)).is_file():
-        raise JobFailed(f"ClientError: sagemaker_program {program!r} is not in {submit or 'the code folder'}")
+    return channels
+
+
+def _training_env(args: dict, job: Job, program: str, channels: dict[str, dict],
+                  hps: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """The container's config files under /opt/ml/input/config and the script-mode environment
+    (SM_*); returns (environment, the script's arguments)."""
+    f = job.folder
     raw_hps = {k: str(v) for k, v in (args.get("HyperParameters") or {}).items()}
     resource = {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"}
     (f / "input" / "config" / "hyperparameters.json").write_text(json.dumps(raw_hps, indent=2))
@@ -236,7 +258,7 @@ def run_training(args: dict, job: Job) -> dict:
         "SM_INPUT_CONFIG_DIR": "/opt/ml/input/config", "SM_CHANNELS": json.dumps(sorted(channels)),
         "SM_HPS": json.dumps(user), "SM_HOSTS": json.dumps(resource["hosts"]), "SM_CURRENT_HOST": "algo-1",
         "SM_NUM_CPUS": str(os.cpu_count() or 1), "SM_NUM_GPUS": "0", "SM_MODULE_DIR": "/opt/ml/code",
-        "SM_MODULE_NAME": Path(str(program)).stem, "SM_USER_ENTRY_POINT": str(program),
+        "SM_MODULE_NAME": Path(program).stem, "SM_USER_ENTRY_POINT": program,
         "SM_USER_ARGS": json.dumps(user_args), "SM_INPUT_DATA_CONFIG": json.dumps(channels),
         "SM_RESOURCE_CONFIG": json.dumps(resource), "SM_LOG_LEVEL": "20",
         "SM_TRAINING_ENV": json.dumps({"hyperparameters": user, "channel_input_dirs": {
@@ -247,23 +269,23 @@ def run_training(args: dict, job: Job) -> dict:
     }
     env = _base_env(job, env)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(f / "code"), env.get("PYTHONPATH")]))
-    timeout = (args.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
-    run_command([sys.executable, str(f / "code" / str(program)), *user_args], env, f / "code", job.log,
-                timeout, f / "output" / "failure")
+    return env, user_args
+
+
+def _training_outputs(args: dict, job: Job) -> str:
+    """model.tar.gz (and output.tar.gz if the script wrote output data) uploaded; returns the model's URI."""
     out = (args.get("OutputDataConfig") or {}).get("S3OutputPath", "").rstrip("/")
     if not out:
         raise JobFailed("OutputDataConfig.S3OutputPath is missing")
     model_uri = f"{out}/{job.name}/output/model.tar.gz"
     try:
-        job.storage.put_bytes(model_uri, staging.tar_gz(_files(f / "model")))
-        data = _files(f / "output" / "data")
+        job.storage.put_bytes(model_uri, staging.tar_gz(_files(job.folder / "model")))
+        data = _files(job.folder / "output" / "data")
         if data:
             job.storage.put_bytes(f"{out}/{job.name}/output/output.tar.gz", staging.tar_gz(data))
     except StorageError as e:
         raise JobFailed(str(e), SERVICE) from e
-    return {**args, "TrainingJobName": job.name, "TrainingJobArn": job.arn, "TrainingJobStatus": "Completed",
-            "SecondaryStatus": "Completed", "ModelArtifacts": {"S3ModelArtifacts": model_uri},
-            "TrainingStartTime": started, "TrainingEndTime": _now(), "FinalMetricDataList": []}
+    return model_uri
 
 
 def _files(folder: Path) -> dict[str, Path]:
