@@ -12,21 +12,36 @@ paths under ``--base-dir``:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pandas as pd
 
 # /opt/ml in a container; the job's folder when mlprep runs the pipeline locally
 OPT_ML = Path(os.environ.get("MLPREP_OPT_ML", "/opt/ml"))
-# pit.py is staged by the pipeline as the "lib" input; mlprep's own copy when run by hand
-sys.path.insert(0, str(OPT_ML / "processing" / "input" / "lib"))
-try:
-    from pit import point_in_time_join, split_by_time
-except ImportError:
-    from mlprep.features.pit import point_in_time_join, split_by_time
+
+
+def _pit() -> ModuleType:
+    """pit.py as the pipeline stages it (the "lib" input), loaded by its path; mlprep's own copy
+    when run by hand."""
+    staged = OPT_ML / "processing" / "input" / "lib" / "pit.py"
+    if not staged.is_file():
+        from mlprep.features import pit
+
+        return pit
+    spec = importlib.util.spec_from_file_location("pit", staged)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pit"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_PIT = _pit()
+point_in_time_join, split_by_time = _PIT.point_in_time_join, _PIT.split_by_time
 
 LABEL = "is_fraud"
 # per-transaction features from the batch job's curated table (known at the label's time)
