@@ -30,6 +30,7 @@
 out_dir: str = "../demo/deploy"  # plan folder (written; apply reads it)
 job: str = "../conf/batch/transactions.yaml"  # batch job config -> Glue job
 spec: str = "../conf/features/transactions.yaml"  # feature spec -> Managed Flink (Flink SQL)
+pipeline: str = "../pipelines/fraud/pipeline.py:get_pipeline"  # SageMaker pipeline: file:function, module:function or a built .json
 region: str = "us-east-1"
 bucket: str = "mlprep-demo"  # S3 bucket for code, data and models
 prefix: str = "mlprep"  # prefix of every resource name
@@ -60,7 +61,7 @@ from mlprep.runner import outputs
 
 roles = {f"{r}_role": f"arn:aws:iam::{account}:role/{name}" for r, name in
          (("glue", glue_role), ("flink", flink_role), ("sagemaker", sagemaker_role), ("states", states_role))}
-plan = write_plan(out_dir, job_config=job, spec=spec,
+plan = write_plan(out_dir, job_config=job, spec=spec, pipeline=pipeline,
                   target=Target(region=region, bucket=bucket, prefix=prefix, **roles),
                   sizes=Sizes(runs_per_day=runs_per_day, glue_workers=glue_workers,
                               flink_parallelism=flink_parallelism, kinesis_shards=kinesis_shards))
