@@ -117,6 +117,9 @@ class _Run:
     """One run of a spec over a source: the aggregator, the sinks, and the progress a
     checkpoint keeps (checkpoint number, arrival index, blocks, counts, emit lags)."""
 
+    sinks: _Sinks  # from open(), once the run is not resumed finished
+    src: Source
+
     def __init__(self, spec: FeatureSpec, source: str, out: Path, checkpoint: str | Path | None):
         self.spec, self.source, self.out, self.checkpoint = spec, source, out, checkpoint
         self.agg = Aggregator(spec)
