@@ -11,13 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 JOB = ROOT / "conf" / "batch" / "transactions.yaml"
 
 
@@ -28,8 +26,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "spark_json_check.json"))
     a = ap.parse_args()
 
-    from mlprep.batch.job import read_output
     from mlprep.batch.engines.spark import run_job_spark, session
+    from mlprep.batch.job import read_output
     from mlprep.datasets.payments import generate
 
     with tempfile.TemporaryDirectory(dir=ROOT / "bench" / "results") as tmp:

@@ -25,10 +25,10 @@ def refuse(*a, **k):
 socket.getaddrinfo = refuse
 socket.socket.connect = refuse
 socket.create_connection = refuse
-sys.argv = ["get_pipeline_definition.py", "--out", sys.argv[1]]
-sys.path.insert(0, {str(ROOT)!r})
-from pipelines.get_pipeline_definition import main
-sys.exit(main())
+import runpy
+script = {str(ROOT / "pipelines" / "get_pipeline_definition.py")!r}
+sys.argv = [script, "--out", sys.argv[1]]
+runpy.run_path(script, run_name="__main__")
 """
 
 
