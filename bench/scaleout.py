@@ -51,10 +51,11 @@ print(json.dumps({"wall_s": wall, "rows": r.rows,
 SPARK_BATCH = """
 import json, sys, time
 t0 = time.perf_counter()
-from mlprep.batch.engines.spark import run_job_spark, session
+from mlprep.batch.engines.spark import SparkEngine, session
+from mlprep.batch.job import run_job
 spark = session("local[2]")
 started = time.perf_counter() - t0
-r = run_job_spark(sys.argv[1], {"data_dir": sys.argv[2], "out_dir": sys.argv[3]}, spark=spark, progress=False)
+r = run_job(sys.argv[1], {"data_dir": sys.argv[2], "out_dir": sys.argv[3]}, engine=SparkEngine(spark), progress=False)
 wall = time.perf_counter() - t0
 spark.stop()
 print(json.dumps({"wall_s": wall, "session_s": started, "rows": r.rows}))

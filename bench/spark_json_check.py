@@ -26,8 +26,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "spark_json_check.json"))
     a = ap.parse_args()
 
-    from mlprep.batch.engines.spark import run_job_spark, session
-    from mlprep.batch.job import read_output
+    from mlprep.batch.engines.spark import SparkEngine, session
+    from mlprep.batch.job import read_output, run_job
     from mlprep.datasets.payments import generate
 
     with tempfile.TemporaryDirectory(dir=ROOT / "bench" / "results") as tmp:
@@ -39,8 +39,8 @@ def main() -> None:
             for mode in ("variant", "python"):
                 out = Path(tmp) / f"{mode}-{i}"
                 t0 = time.perf_counter()
-                r = run_job_spark(JOB, {"data_dir": str(data.out_dir), "out_dir": str(out)}, spark=spark,
-                                  progress=False, json_check=mode)
+                r = run_job(JOB, {"data_dir": str(data.out_dir), "out_dir": str(out)},
+                            engine=SparkEngine(spark, json_check=mode), progress=False)
                 runs[mode].append(time.perf_counter() - t0)
                 rows[mode] = r.rows
                 outputs[mode] = r.summary["output"]["path"]

@@ -271,3 +271,23 @@ def test_the_job_reaches_its_engine_only_through_the_protocol(small_data, tmp_pa
     pd.testing.assert_frame_equal(_norm(read_output(via.summary["output"]["path"])),
                                   _norm(read_output(plain.summary["output"]["path"])))
     assert {"open", "read_files", "read_table", "apply", "pending", "write", "share", "close"} <= set(engine.calls)
+
+
+def test_engines_by_name_or_object_and_secrets_masked_by_name(small_data, tmp_path):
+    from mlprep.batch.engines.duckdb import DuckDBEngine
+
+    params = {"data_dir": str(small_data.out_dir), "out_dir": str(tmp_path / "o")}
+    for bad, said in (("nonsense", "one of duckdb, embedded, spark or an engine object, got 'nonsense'"),
+                      (42, r"not a batch engine: int \(no open, describe"),
+                      (DuckDBEngine, r"the class DuckDBEngine \(pass an instance: DuckDBEngine\(\)\)")):
+        with pytest.raises(ConfigError, match=said):
+            run_job(JOB, params, engine=bad, progress=False)
+    r = run_job(JOB, params, engine="duckdb", progress=False, secrets=["data_dir"])
+    assert r.status == "succeeded" and r.summary["parameters"]["data_dir"] == "***"
+    assert str(small_data.out_dir) not in open(r.summary_path).read()  # a --secret value is never written
+    cli = [sys.executable, "-m", "mlprep", "batch", "run", str(JOB), "-p", f"data_dir={small_data.out_dir}",
+           "-p", f"out_dir={tmp_path / 'c'}"]
+    p = subprocess.run([*cli, "--engine", "duckdb"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([*cli, "--master", "local[1]"], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.strip() == "error: --master: a Spark master is for --engine spark"

@@ -7,8 +7,8 @@ import pandas as pd
 import pyspark  # noqa: F401  (a missing engine fails the suite, never skips: mlprep[spark] is in the lock)
 import pytest
 
+from mlprep.batch.engines.spark import SparkEngine, session
 from mlprep.batch.job import read_output, run_job
-from mlprep.batch.engines.spark import SparkEngine, run_job_spark, session
 from tests.conftest import JOB
 from tests.oracle import assert_same_table
 
@@ -24,7 +24,7 @@ def spark():
 def both(small_data, spark, tmp_path_factory):
     d = tmp_path_factory.mktemp("parity")
     params = {"data_dir": str(small_data.out_dir)}
-    sp = run_job_spark(JOB, {**params, "out_dir": str(d / "spark")}, spark=spark, progress=False)
+    sp = run_job(JOB, {**params, "out_dir": str(d / "spark")}, engine=SparkEngine(spark), progress=False)
     du = run_job(JOB, {**params, "out_dir": str(d / "duck")}, progress=False)
     return sp, du, d
 
@@ -81,8 +81,8 @@ def test_files_per_partition_and_bookmarks(both, small_data, spark):
     for part in out.iterdir():
         if part.is_dir() and part.name.startswith("dt="):
             assert len(list(part.glob("*.parquet"))) == 1  # no small files
-    again = run_job_spark(JOB, {"data_dir": str(small_data.out_dir), "out_dir": str(d / "spark")}, spark=spark,
-                          progress=False)
+    again = run_job(JOB, {"data_dir": str(small_data.out_dir), "out_dir": str(d / "spark")},
+                    engine=SparkEngine(spark), progress=False)
     assert again.status == "noop"  # the bookmark saw these files
 
 

@@ -8,6 +8,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -123,6 +124,11 @@ def test_a_plan_from_any_folder_names_its_inputs_and_matches_the_default(plan_di
 def test_a_missing_default_says_which_option_to_pass(tmp_path):
     base = [sys.executable, "-m", "mlprep", "deploy", "plan", "--out", str(tmp_path / "p")]
     p = subprocess.run(base, capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 2  # everything missing is named at once
+    assert p.stderr.strip() == ("error: deploy plan: the demo's files are not in the current folder: pass "
+                                "--job PATH --spec PATH --pipeline REF")
+    p = subprocess.run([*base, "--spec", str(ROOT / "conf/features/transactions.yaml"), "--pipeline", "x:y"],
+                       capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode == 2
     assert p.stderr.strip() == ("error: --job: no job config given and conf/batch/transactions.yaml is not in the "
                                 "current folder: pass --job PATH")
@@ -147,10 +153,25 @@ def test_a_built_definition_is_deployed_as_built(plan_dir, tmp_path):
     write_plan(out, job_config=ROOT / "conf/batch/transactions.yaml", spec=ROOT / "conf/features/transactions.yaml",
                pipeline=str(built), target=Target(region="eu-west-1", bucket="acme-ml"), sizes=costs.Sizes(runs_per_day=4))
     assert _files(out) == _files(plan_dir)  # the definition and its staged code copied, named by its file
-    with pytest.raises(ConfigError, match=r"stages its code in bucket acme-ml, the plan's bucket is other-bucket"):
-        write_plan(tmp_path / "other", job_config=ROOT / "conf/batch/transactions.yaml",
-                   spec=ROOT / "conf/features/transactions.yaml", pipeline=str(built),
-                   target=Target(region="eu-west-1", bucket="other-bucket"))
+    job = {"job_config": ROOT / "conf/batch/transactions.yaml", "spec": ROOT / "conf/features/transactions.yaml"}
+    roles = {f"{r}_role": f"arn:aws:iam::111122223333:role/{r}" for r in ("glue", "flink", "sagemaker", "states")}
+    for target, said in ((Target(region="eu-west-1", bucket="other-bucket"), "built for bucket acme-ml, the plan's "
+                          "is other-bucket"),
+                         (Target(region="us-east-1", bucket="acme-ml"), "built for region eu-west-1, the plan's is "
+                          "us-east-1"),
+                         (Target(region="eu-west-1", bucket="acme-ml", **roles), "built for account 123456789012, "
+                          "the plan's is 111122223333")):
+        with pytest.raises(ConfigError, match=said):
+            write_plan(tmp_path / "other", **job, pipeline=str(built), target=target)
+    # not JSON, not a definition, or without its code folder: said before anything is written
+    shutil.copy(built, tmp_path / "copied.json")
+    (tmp_path / "text.json").write_text("not json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    for name, said in (("text.json", "is not JSON"), ("list.json", "is not a pipeline definition"),
+                       ("copied.json", "its code folder copied.code/ is missing")):
+        with pytest.raises(ConfigError, match=said):
+            write_plan(tmp_path / "other", **job, pipeline=str(tmp_path / name),
+                       target=Target(region="eu-west-1", bucket="acme-ml"))
     assert not (tmp_path / "other").exists()
 
 
@@ -167,3 +188,28 @@ def test_pipeline_references():
     fraud = build.load_factory(f"{ROOT / 'pipelines' / 'fraud' / 'pipeline.py'}:get_pipeline")
     assert fraud.module is build.load_module(str(ROOT / "pipelines" / "fraud" / "pipeline.py"))  # loaded once
     assert fraud.module.__name__ not in ("pipelines.fraud.pipeline", "pipeline")
+
+
+def test_impossible_sizes_prices_and_factories_are_refused(tmp_path):
+    from mlprep.deploy.plan import write_plan
+
+    given = {"job_config": ROOT / "conf/batch/transactions.yaml", "spec": ROOT / "conf/features/transactions.yaml"}
+    fraud = f"{ROOT / 'pipelines' / 'fraud' / 'pipeline.py'}:get_pipeline"
+    for sizes, said in ((costs.Sizes(runs_per_day=-1), "--runs-per-day: must be at least 0, got -1"),
+                        (costs.Sizes(kinesis_shards=0), "--kinesis-shards: must be at least 1, got 0"),
+                        (costs.Sizes(flink_parallelism=0), "--flink-parallelism: must be at least 1, got 0"),
+                        (costs.Sizes(glue_workers=1), "--glue-workers: must be at least 2, got 1")):
+        with pytest.raises(ConfigError, match=said):
+            write_plan(tmp_path / "p", **given, pipeline=fraud, sizes=sizes)
+    prices = tmp_path / "prices.yaml"
+    table = costs.load_prices()
+    for bad, said in ((-1, "expected a price >= 0, got -1"), ("abc", "expected a price in USD, got 'abc'")):
+        prices.write_text(json.dumps({**table, "glue_dpu_hour": bad}))
+        with pytest.raises(ConfigError, match=rf"--prices glue_dpu_hour: {said}"):
+            costs.estimate(costs.Sizes(), costs.load_prices(prices))
+    (tmp_path / "factories.py").write_text("def none(**kw):\n    return None\n\ndef two(a, b):\n    return a\n")
+    for ref, said in (("factories.py:none", "returned NoneType, not a Pipeline"),
+                      ("factories.py:two", "takes no default_bucket")):
+        with pytest.raises(ConfigError, match=said):
+            write_plan(tmp_path / "p", **given, pipeline=str(tmp_path / ref))
+    assert not (tmp_path / "p").exists()

@@ -1,7 +1,7 @@
 """A batch job exported as an AWS Glue job: the script (PySpark, ``getResolvedOptions``,
 ``job.init`` / ``job.commit``) and the CreateJob arguments.
 
-The script runs the job on Glue's Spark with ``mlprep.batch.engines.spark`` (mlprep installed on the
+The script runs the job on Glue's Spark with ``mlprep.batch.engines.spark.SparkEngine`` (mlprep installed on the
 workers through ``--additional-python-modules``), so the Glue job has the same quarantine, row
 accounting, quality rules, bookmarks (in the output table's ``_mlprep/``, hence Glue's own job
 bookmarks off) and atomic publish as a local run. The job config is embedded in the script;
@@ -35,7 +35,8 @@ from awsglue.job import Job
 from awsglue.utils import getResolvedOptions
 from pyspark.context import SparkContext
 
-from mlprep.batch.engines.spark import run_job_spark
+from mlprep.batch.engines.spark import SparkEngine
+from mlprep.batch.job import run_job
 
 JOB_CONFIG = {config}
 PARAMETERS = {params!r}  # job parameters, passed as --NAME VALUE
@@ -48,7 +49,7 @@ spark.conf.set("spark.sql.session.timeZone", "UTC")
 job = Job(glue_context)
 job.init(args["JOB_NAME"], args)
 
-result = run_job_spark(JOB_CONFIG, {{p: args[p] for p in PARAMETERS if p in args}}, spark=spark, progress=False)
+result = run_job(JOB_CONFIG, {{p: args[p] for p in PARAMETERS if p in args}}, engine=SparkEngine(spark), progress=False)
 print(f"{{result.status}}: {{result.rows}} -> {{result.summary_path}}")
 job.commit()
 '''

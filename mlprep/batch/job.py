@@ -22,6 +22,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from mlprep.faults import fault
 from mlprep.io import files as file_io
 from mlprep.io import sql as sql_io
 from mlprep.io.fs import FileInfo, filesystem, is_remote, join, list_files
+from mlprep.masking import MASK, Masker
 
 log = logging.getLogger("mlprep.batch")
 
@@ -102,13 +104,19 @@ class Run:
         self.file_id = 0
         self.bookmark_in = self.table.read_meta("bookmark.json")
         self.bookmark_out = self.bookmark_in or bookmarks.empty()
+        self.masker = Masker(None)  # secrets kept out of the summary
         self.summary: dict[str, Any] = {
             "job": job.name, "run_id": self.run_id, "status": "running",
             "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "parameters": {k: "***" if logs.SECRET.search(k) else
                            (sql_io.redact(v) if isinstance(v, str) else v) for k, v in values.items()},
         }
-        engine.open(RunContext(job, self.ledger, self.tally, progress))
+        try:
+            engine.open(RunContext(job, self.ledger, self.tally, progress))
+        except BaseException:
+            self.ledger.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
         if (info := engine.describe()) is not None:
             self.summary["engine"] = info
 
@@ -373,20 +381,28 @@ def record_catalog(run: Run, output: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
-            engine: BatchEngine | None = None, progress: bool | None = None,
-            now: dt.datetime | None = None) -> RunResult:
+            engine: BatchEngine | str | None = None, progress: bool | None = None,
+            now: dt.datetime | None = None, secrets: Iterable[str] = ()) -> RunResult:
     """Run a batch job; raise on failure (after writing the summary and quarantine).
 
     ``params`` are the job's typed parameters (strings are converted); ``engine`` computes the
-    relations (the embedded DuckDB by default; ``mlprep.batch.engines.spark.SparkEngine``);
-    ``now`` fixes the clock for DataFreshness rules. Returns a :class:`RunResult` whose
-    ``summary`` is also on disk.
+    relations: ``"duckdb"`` (the embedded engine, the default), ``"spark"`` (a local Spark), or
+    an engine object such as ``SparkEngine(spark)`` from ``mlprep.batch.engines.spark``;
+    ``now`` fixes the clock for DataFreshness rules; ``secrets`` name parameters whose values
+    are masked in the summary (names that look secret always are). Returns a
+    :class:`RunResult` whose ``summary`` is also on disk.
     """
     job, values = load_job(config, params)
     check_output_paths(job)
     if progress is None:
         progress = os.environ.get("MLPREP_PROGRESS", "1") != "0"
-    run = Run(job, values, engine or DuckDBEngine(), progress, now)
+    run = Run(job, values, engine_of(engine), progress, now)
+    # --secret values, and values of names that look secret, are never written (in any form)
+    hidden = [str(v) for k, v in values.items() if v not in (None, "") and (k in secrets or logs.SECRET.search(k))]
+    run.masker = Masker(hidden)
+    for name in secrets:
+        if name in run.summary["parameters"]:
+            run.summary["parameters"][name] = MASK
     error: BaseException | None = None
     try:
         _steps(run)
@@ -404,6 +420,28 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
             error.summary_path = summary_path  # type: ignore[attr-defined]
         raise error
     return RunResult(run.run_id, run.summary["status"], summary_path, run.summary)
+
+
+ENGINES = ("duckdb", "embedded", "spark")
+PROTOCOL = tuple(m for m in vars(BatchEngine) if not m.startswith("_"))
+
+
+def engine_of(engine: BatchEngine | str | None) -> BatchEngine:
+    """An engine from its name, or the object given if it has the protocol's methods."""
+    if engine is None or engine in ("duckdb", "embedded"):
+        return DuckDBEngine()
+    if engine == "spark":
+        from mlprep.batch.engines.spark import SparkEngine
+
+        return SparkEngine()
+    if isinstance(engine, str):
+        raise ConfigError("engine", f"one of {', '.join(ENGINES)} or an engine object, got {engine!r}")
+    missing = [m for m in PROTOCOL if not callable(getattr(engine, m, None))]
+    if isinstance(engine, type) or missing:
+        what = f"the class {engine.__name__} (pass an instance: {engine.__name__}())" if isinstance(engine, type) \
+            else f"{type(engine).__name__} (no {', '.join(missing)})"
+        raise ConfigError("engine", f"not a batch engine: {what}")
+    return engine
 
 
 def _steps(run: Run) -> None:
@@ -476,6 +514,8 @@ def _record(run: Run, error: BaseException | None) -> tuple[BaseException | None
     s["timings"] = run.timings
     s["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     s["seconds"] = round(time.time() - run.t0, 3)
+    if run.masker:
+        s = run.summary = run.masker.value(s)
     rdir = join(runs_dir(job), run.run_id)
     summary_path = join(rdir, "summary.json")
     write_json_atomic(summary_path, s)

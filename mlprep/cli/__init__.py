@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlprep", description="Notebook-driven ML data prep.")
     p.add_argument("--version", action="version", version=f"mlprep {__version__}")
     p.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines on stderr")
-    p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+    p.add_argument("--log-level", default="WARNING", type=str.upper, metavar="LEVEL",
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], help="DEBUG, INFO, WARNING, ERROR")
     sub = p.add_subparsers(dest="group", required=True, metavar="{data,batch,stream,pipeline,registry,endpoint,run,deploy}")
     for group in GROUPS:
         group.add_commands(sub)

@@ -16,15 +16,18 @@ from mlprep.params import parse_cli
 def cmd_run(a: argparse.Namespace) -> int:
     from mlprep.batch.job import run_job
 
-    if a.engine not in ("embedded", "spark"):
-        raise ConfigError("--engine", f"embedded or spark, got {a.engine!r}")
+    if a.engine not in ("embedded", "duckdb", "spark"):
+        raise ConfigError("--engine", f"embedded (duckdb) or spark, got {a.engine!r}")
+    if a.master != "local[2]" and a.engine != "spark":
+        raise ConfigError("--master", "a Spark master is for --engine spark")
     engine = None
     if a.engine == "spark":
         from mlprep.batch.engines.spark import SparkEngine
 
         engine = SparkEngine(master=a.master)
     try:
-        r = run_job(a.config, parse_cli(a.param, a.params_file, a.secret), engine=engine, progress=progress(a))
+        r = run_job(a.config, parse_cli(a.param, a.params_file, a.secret), engine=engine, progress=progress(a),
+                    secrets=a.secret or ())
     except ConfigError:
         raise  # exit 2: nothing ran
     except MlprepError as e:
@@ -82,7 +85,7 @@ def add_commands(sub: Subparsers) -> None:
     r.add_argument("--param", "-p", action="append", metavar="NAME=VALUE", help="job parameter (repeatable)")
     param_sources(r)
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
-    r.add_argument("--engine", default="embedded", help="embedded (DuckDB, default) or spark (pip install mlprep[spark])")
+    r.add_argument("--engine", default="embedded", help="embedded (DuckDB, default; also: duckdb) or spark (pip install mlprep[spark])")
     r.add_argument("--master", default="local[2]", help="Spark master URL for --engine spark (default local[2])")
     r.set_defaults(fn=cmd_run)
     eg = batch.add_parser("export-glue", help="write the job as an AWS Glue job (script + CreateJob arguments)")

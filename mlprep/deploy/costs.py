@@ -34,6 +34,30 @@ class Sizes:
     state_transitions_per_run: int = 200  # polling the pipeline every minute
     data_gb: float = 10
 
+    def check(self) -> None:
+        """Counts a deployment can have (a negative or zero one would plan a wrong bill)."""
+        for field, option, least in (("runs_per_day", "--runs-per-day", 0), ("glue_workers", "--glue-workers", 2),
+                                     ("flink_parallelism", "--flink-parallelism", 1),
+                                     ("kinesis_shards", "--kinesis-shards", 1),
+                                     ("endpoint_instances", "endpoint_instances", 1)):
+            if getattr(self, field) < least:
+                raise ConfigError(option, f"must be at least {least}, got {getattr(self, field)}")
+        for field in ("glue_minutes_per_run", "processing_minutes_per_run", "training_minutes_per_run",
+                      "state_transitions_per_run", "data_gb"):
+            if not getattr(self, field) >= 0:
+                raise ConfigError(field, f"must be >= 0, got {getattr(self, field)}")
+
+
+def _usd(value: Any, key: str) -> float:
+    """A price: a finite number >= 0."""
+    try:
+        usd = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--prices {key}", f"expected a price in USD, got {value!r}") from None
+    if not 0 <= usd < float("inf"):
+        raise ConfigError(f"--prices {key}", f"expected a price >= 0, got {value!r}")
+    return usd
+
 
 def load_prices(path: str | Path | None = None) -> dict[str, Any]:
     """The price table at ``path``, or mlprep's own (on-demand, us-east-1)."""
@@ -48,13 +72,13 @@ def estimate(sizes: Sizes, prices: dict[str, Any]) -> list[dict[str, Any]]:
     def price(key: str) -> float:
         if key not in prices:
             raise ConfigError("--prices", f"the price table has no {key!r}")
-        return float(prices[key])
+        return _usd(prices[key], key)
 
     def instance(name: str) -> float:
         table = prices.get("sagemaker_instance_hour") or {}
         if name not in table:
             raise ConfigError("--prices", f"no price for SageMaker instance {name!r} (sagemaker_instance_hour)")
-        return float(table[name])
+        return _usd(table[name], f"sagemaker_instance_hour.{name}")
 
     if sizes.glue_worker_type not in DPU_PER_WORKER:
         raise ConfigError("--glue-worker-type", f"one of {', '.join(DPU_PER_WORKER)}")

@@ -75,12 +75,12 @@ def write_plan(out: str | Path, *, job_config: str | Path | None = None, spec: s
     the demo's files in the current folder; ``prices`` to mlprep's price table."""
     target, sizes = target or Target(), sizes or costs.Sizes()
     target.check()
+    sizes.check()
     _check_jar(flink_connector_jar)
+    _name_what_is_missing(job_config, spec, pipeline)
     job_config = _given_or_default(job_config, DEFAULT_JOB, "--job", "job config")
     spec = _given_or_default(spec, DEFAULT_SPEC, "--spec", "feature spec")
-    source = _pipeline(pipeline, target.bucket)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    source = _pipeline(pipeline, target)
     from mlprep.stream.spec import load_spec
     from mlprep.yamlconf import read_mapping
 
@@ -88,9 +88,12 @@ def write_plan(out: str | Path, *, job_config: str | Path | None = None, spec: s
     fspec = load_spec(spec)
     ref = source if isinstance(source, build.Ref) else source.ref
     names = _names(target, job_raw["name"], fspec.name, ref)
+    pipeline_built = _built(source, target, names)  # before anything is written: a factory may fail
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     glue_files, glue_code = _glue(out, job_config, target, sizes, names)
     sql_path, flink_code = _flink(out, fspec, target, sizes, names, flink_connector_jar)
-    definition = _sagemaker(out, source, target, names)
+    definition = _sagemaker(out, pipeline_built, names)
     log_group = _state_machine(out, target, names, list(job_raw.get("parameters") or {}))
     code = [*glue_code, flink_code]
     staging.write_bundles(out / "code", code)
@@ -120,6 +123,15 @@ def _given_or_default(given: str | Path | None, default: str, option: str, what:
     if not Path(default).is_file():
         raise ConfigError(option, f"no {what} given and {default} is not in the current folder: pass {option} PATH")
     return default
+
+
+def _name_what_is_missing(job_config: Any, spec: Any, pipeline: Any) -> None:
+    """All the inputs neither given nor in the current folder, in one line."""
+    missing = [f"{option} {what}" for given, default, option, what in (
+        (job_config, DEFAULT_JOB, "--job", "PATH"), (spec, DEFAULT_SPEC, "--spec", "PATH"),
+        (pipeline, build.DEFAULT_REF.split(":")[0], "--pipeline", "REF")) if given is None and not Path(default).is_file()]
+    if len(missing) > 1:
+        raise ConfigError("deploy plan", f"the demo's files are not in the current folder: pass {' '.join(missing)}")
 
 
 def _prefixed(prefix: str, name: str) -> str:
@@ -198,14 +210,12 @@ def _flink_application(name: str, spec: str, sql_name: str, target: Target, size
             "Tags": [{"Key": "mlprep:spec", "Value": spec}]}
 
 
-def _pipeline(pipeline: str | Path | None, bucket: str) -> build.Factory | build.Ref:
+def _pipeline(pipeline: str | Path | None, target: Target) -> build.Factory | build.Ref:
     """The pipeline to deploy, checked before anything is written: a factory that takes what a
-    deployment passes it, or a built definition whose code is staged to ``bucket``."""
+    deployment passes it, or a built definition for this target (bucket, region, account)."""
     ref = build.parse_ref(pipeline if pipeline is not None else build.default_ref())
     if ref.kind == "definition":
-        if not Path(ref.target).is_file():
-            raise ConfigError("--pipeline", f"no such definition: {ref.target}")
-        _check_bucket(Path(ref.target), bucket)
+        _check_definition(Path(ref.target), target)
         return ref
     factory = build.load_factory(ref)
     missing = [k for k in FACTORY_KWARGS if not build.accepts(factory, k)]
@@ -215,22 +225,53 @@ def _pipeline(pipeline: str | Path | None, bucket: str) -> build.Factory | build
     return factory
 
 
-def _sagemaker(out: Path, source: build.Factory | build.Ref, target: Target, names: dict[str, str]) -> Path:
-    """The pipeline definition and its staged code: built by its factory for this target, or a
-    built definition copied (its code must be staged to the target's bucket)."""
-    path = out / "sagemaker" / f"{names['pipeline']}.json"
+def _built(source: build.Factory | build.Ref, target: Target, names: dict[str, str]
+           ) -> tuple[str, list[staging.CodeBundle]]:
+    """The pipeline definition and its code: built by its factory for this target, or a built
+    definition as it is (checked to be for this target)."""
     if isinstance(source, build.Ref):
-        return build.write(path, source)
+        return build.build(source)
     kwargs = dict(zip(FACTORY_KWARGS, (target.bucket, target.region, target.sagemaker_role, names["pipeline"]),
                       strict=True))
-    return build.write(path, source.ref, kwargs)
+    return source.build(kwargs)
 
 
-def _check_bucket(definition: Path, bucket: str) -> None:
-    other = sorted({b.uri.split("/")[2] for b in staging.read_sidecar(definition)} - {bucket})
-    if other:
-        raise ConfigError("--pipeline", f"{definition.name} stages its code in bucket {other[0]}, the plan's bucket "
-                                        f"is {bucket}: build it with default_bucket={bucket}")
+def _sagemaker(out: Path, built: tuple[str, list[staging.CodeBundle]], names: dict[str, str]) -> Path:
+    """``sagemaker/<pipeline>.json`` and its staged code beside it."""
+    path = out / "sagemaker" / f"{names['pipeline']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(built[0])
+    staging.write_sidecar(path, built[1])
+    return path
+
+
+def _check_definition(definition: Path, target: Target) -> None:
+    """A built definition: SageMaker's JSON with its ``.code/`` sidecar, built for this target."""
+    if not definition.is_file():
+        raise ConfigError("--pipeline", f"no such definition: {definition}")
+    try:
+        doc = json.loads(definition.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ConfigError("--pipeline", f"{definition} is not JSON ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("Steps"), list):
+        raise ConfigError("--pipeline", f"{definition} is not a pipeline definition (no Steps)")
+    code = staging.sidecar_dir(definition)
+    try:
+        bundles = staging.read_sidecar(definition) if (code / "manifest.json").is_file() else None
+    except (OSError, ValueError):
+        bundles = None
+    if bundles is None:
+        raise ConfigError("--pipeline", f"{definition}: its code folder {code.name}/ is missing or damaged "
+                                        "(copy it with the definition, or build again)")
+    text = json.dumps(doc)
+    found = {"bucket": {b.uri.split("/")[2] for b in bundles} - {target.bucket},
+             "region": set(re.findall(r"\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws", text)) - {target.region},
+             "account": set(re.findall(r"arn:aws:iam::(\d{12}):role/", text)) - {target.account}}
+    for what, wanted, option in (("bucket", target.bucket, "default_bucket"), ("region", target.region, "region"),
+                                 ("account", target.account, "role")):
+        if found[what]:
+            raise ConfigError("--pipeline", f"{definition.name} was built for {what} {sorted(found[what])[0]}, the "
+                                            f"plan's is {wanted}: build it with this {option}, or plan with its {what}")
 
 
 def _state_machine(out: Path, target: Target, names: dict[str, str], job_arguments: list[str]) -> str:

@@ -71,7 +71,16 @@ class Factory:
 
     def build(self, kwargs: Mapping[str, Any]) -> tuple[str, list[staging.CodeBundle]]:
         """(definition JSON text, code bundles) of ``function(**kwargs)``."""
+        name = f"{self.ref.target}:{self.ref.function}"
+        try:
+            inspect.signature(self.function).bind(**kwargs)
+        except TypeError as e:
+            raise ConfigError(FIELD, f"{name} cannot be called with {', '.join(kwargs) or 'no arguments'}: {e}") from None
+        except ValueError:
+            pass  # a builtin without a signature: the call says
         pipeline = self.function(**kwargs)
+        if not callable(getattr(pipeline, "definition", None)):
+            raise ConfigError(FIELD, f"{name} returned {type(pipeline).__name__}, not a Pipeline")
         text = json.dumps(json.loads(pipeline.definition()), indent=2) + "\n"
         return text, self.code_bundles(kwargs)
 

@@ -15,7 +15,6 @@ thresholds bound them).
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import sys
@@ -35,7 +34,6 @@ from mlprep.batch.engines import (
     has_window,
 )
 from mlprep.batch.engines.spark_sql import to_spark
-from mlprep.batch.job import RunResult, run_job
 from mlprep.duck import lit
 from mlprep.errors import ConfigError, MlprepError
 from mlprep.io.files import DETAIL_LIMIT, json_line_reason
@@ -107,6 +105,10 @@ class SparkEngine:
     def open(self, run: RunContext) -> None:
         self.job, self.ledger, self.tally, self.years = run.job, run.ledger, run.tally, run.years
         if self.spark is None:
+            try:
+                import pyspark  # noqa: F401
+            except ImportError:
+                raise ConfigError("engine", "spark needs PySpark: pip install 'mlprep[spark]'") from None
             self.spark = session(self.master)
 
     def describe(self) -> dict[str, Any]:
@@ -708,10 +710,3 @@ def _family(raw_json):
             .when(first == '"', "string").when(first == "{", "struct").when(first == "[", "array")
             .when(raw_json.isin("true", "false"), "boolean")
             .when(raw_json.rlike(r"^-?\d+$"), "long").otherwise("double"))
-
-
-def run_job_spark(config: Any, params: dict[str, Any] | None = None, *, master: str = "local[2]",
-                  spark: Any = None, progress: bool | None = None, now: dt.datetime | None = None,
-                  json_check: str = "auto") -> RunResult:
-    """``run_job`` on Spark: same arguments, same summary (``engine`` says which ran it)."""
-    return run_job(config, params, engine=SparkEngine(spark, master, json_check), progress=progress, now=now)
