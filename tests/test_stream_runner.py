@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -170,6 +171,14 @@ def test_a_finished_run_restarts_even_without_its_summary_file(small_data, tmp_p
     p = subprocess.run([sys.executable, "-m", "mlprep", "stream", "run", str(SPEC), "--source", str(other), "--out",
                         str(tmp_path / "o"), "--checkpoint", str(tmp_path / "chk")], capture_output=True, text=True)
     assert p.returncode == 2 and "made by a run over" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    # and to that spec: an edited one (max for min) is refused too, not resumed with the old state
+    edited = tmp_path / "edited.yaml"
+    text = Path(SPEC).read_text()
+    assert "function: max" in text
+    edited.write_text(text.replace("function: max", "function: min"))
+    p = subprocess.run([sys.executable, "-m", "mlprep", "stream", "run", str(edited), "--source", str(small_data.events),
+                        "--out", str(tmp_path / "o"), "--checkpoint", str(tmp_path / "chk")], capture_output=True, text=True)
+    assert p.returncode == 2 and "another version of feature spec" in p.stderr, p.stderr
 
 
 def _offline(out, suffix="5m"):

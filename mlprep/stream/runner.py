@@ -12,6 +12,7 @@ checkpoint and its output equals that of a run that never stopped (see ``checkpo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -70,11 +71,15 @@ class _Sinks:
             parts.clear()
 
 
-def _check_checkpoint(meta: dict, source: str, checkpoint: str | Path | None) -> None:
-    """A checkpoint continues the run it was made by: over the same source."""
+def _check_checkpoint(meta: dict, source: str, spec: str, checkpoint: str | Path | None) -> None:
+    """A checkpoint continues the run it was made by: over the same source, with the same spec
+    (``spec``: its fingerprint)."""
     if meta.get("source") not in (None, source):
         raise SourceError(f"--checkpoint {checkpoint}: made by a run over {meta['source']}, not {source}"
                           " (use another --checkpoint folder)")
+    if meta.get("spec") not in (None, spec):
+        raise SourceError(f"--checkpoint {checkpoint}: made by a run of another version of feature spec"
+                          " (its windows or aggregations differ); use another --checkpoint folder")
     if meta.get("finished"):
         log.warning(f"--checkpoint {checkpoint}: that run finished; nothing is read (a new --checkpoint"
                     " folder reads the source again)")
@@ -122,6 +127,7 @@ class _Run:
 
     def __init__(self, spec: FeatureSpec, source: str, out: Path, checkpoint: str | Path | None):
         self.spec, self.source, self.out, self.checkpoint = spec, source, out, checkpoint
+        self.fingerprint = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
         self.agg = Aggregator(spec)
         self.ckpt = Checkpointer(checkpoint) if checkpoint else None
         self.counts = {"events": 0, "dead_letters": 0, "filtered": 0, "late": 0, "emitted": 0}
@@ -140,7 +146,7 @@ class _Run:
             _clear_output(self.out)
             return None
         self.n, folder, meta = latest
-        _check_checkpoint(meta, self.source, self.checkpoint)
+        _check_checkpoint(meta, self.source, self.fingerprint, self.checkpoint)
         if meta.get("finished"):
             _write_summary(self.out, meta["summary"])
             return meta["summary"]
@@ -231,7 +237,7 @@ class _Run:
         if self.ckpt:
             meta = {"position": self.src.position(), "seq": self.seq, "blocks": self.blocks, "counts": self.counts,
                     "lags": self.lags[-10_000:], "finished": summary is not None, "source": self.source,
-                    "summary": summary}
+                    "spec": self.fingerprint, "summary": summary}
             self.ckpt.commit(self.n, meta, lambda d: save_state(self.agg, d))
 
 
