@@ -15,3 +15,14 @@ def role_arn(value: str, field: str) -> str:
     if not m:
         raise ConfigError(field, f"not an IAM role ARN: {value!r}")
     return m.group(1)
+
+
+STREAM_ARN = re.compile(r"^arn:aws[a-z-]*:kinesis:([a-z]{2}(?:-[a-z]+)+-\d):(\d{12}):stream/[\w.-]{1,128}$")
+
+
+def stream_region(value: str, field: str) -> str:
+    """The region of a Kinesis stream ARN; ConfigError naming ``field`` if it is not one."""
+    m = STREAM_ARN.match(value or "")
+    if not m:
+        raise ConfigError(field, f"not a Kinesis stream ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME): {value!r}")
+    return m.group(1)

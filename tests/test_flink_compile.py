@@ -92,3 +92,21 @@ def test_flink_environment_found_without_the_checkout(tmp_path):
     assert named.stdout.strip() == "/opt/flink/bin/python"
     # the job script the local run starts is package data, not a path into a source tree
     assert (resources.files("mlprep.stream") / "flink_job.py").is_file()
+
+
+def test_compile_refuses_what_flink_would_not_run(tmp_path):
+    """Parallelism 0, a malformed ARN and streams in two regions are one-line errors; the ARNs'
+    region is the default."""
+    base = [sys.executable, "-m", "mlprep", "stream", "compile", str(SPEC), "--out", str(tmp_path / "f.sql")]
+    arn = "arn:aws:kinesis:eu-west-1:123456789012:stream/"
+    for extra, said in ((["--parallelism", "0"], "--parallelism: must be at least 1, got 0"),
+                        (["--source-stream-arn", "notanarn"], "--source-stream-arn: not a Kinesis stream ARN"),
+                        (["--source-stream-arn", arn + "ev", "--region", "us-east-1"],
+                         "the streams' regions differ: --source-stream-arn eu-west-1, --region us-east-1")):
+        p = subprocess.run([*base, *extra], capture_output=True, text=True)
+        assert p.returncode == 2 and said in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    p = subprocess.run([*base, "--source-stream-arn", arn + "ev", "--sink-stream-arn", arn + "f"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    sql = (tmp_path / "f.sql").read_text()
+    assert "'aws.region' = 'eu-west-1'" in sql and "us-east-1" not in sql

@@ -45,9 +45,12 @@ def cmd_compile(a: argparse.Namespace) -> int:
 
     if a.target != "flink-sql":
         raise ConfigError("--target", f"unknown target {a.target!r} (flink-sql)")
-    source = (Endpoint("kinesis", stream_arn=a.source_stream_arn, region=a.region) if a.source_stream_arn
+    if a.parallelism < 1:
+        raise ConfigError("--parallelism", f"must be at least 1, got {a.parallelism}")
+    region = _region(a)
+    source = (Endpoint("kinesis", stream_arn=a.source_stream_arn, region=region) if a.source_stream_arn
               else Endpoint("filesystem", path=a.source_path))
-    sink = (Endpoint("kinesis", stream_arn=a.sink_stream_arn, region=a.region) if a.sink_stream_arn
+    sink = (Endpoint("kinesis", stream_arn=a.sink_stream_arn, region=region) if a.sink_stream_arn
             else Endpoint("filesystem", path=a.sink_path))
     sql = compile_sql(load_spec(a.spec), source, sink, a.parallelism)
     out = Path(a.out)
@@ -55,6 +58,19 @@ def cmd_compile(a: argparse.Namespace) -> int:
     out.write_text(sql)
     print(out)
     return 0
+
+
+def _region(a: argparse.Namespace) -> str:
+    """The streams' region: the ARNs', which must agree with each other and with --region."""
+    from mlprep.awsnames import stream_region
+
+    found = {stream_region(arn, option): option for arn, option in ((a.source_stream_arn, "--source-stream-arn"),
+                                                                     (a.sink_stream_arn, "--sink-stream-arn")) if arn}
+    if a.region is not None:
+        found.setdefault(a.region, "--region")
+    if len(found) > 1:
+        raise ConfigError("--region", f"the streams' regions differ: {', '.join(f'{o} {r}' for r, o in found.items())}")
+    return next(iter(found), "us-east-1")
 
 
 def add_commands(sub: Subparsers) -> None:
@@ -91,6 +107,6 @@ def add_commands(sub: Subparsers) -> None:
     sc.add_argument("--sink-path", default="s3://BUCKET/features/", help="folder for the filesystem sinks (one per window)")
     sc.add_argument("--source-stream-arn", help="Kinesis stream ARN of the events (Managed Flink)")
     sc.add_argument("--sink-stream-arn", help="Kinesis stream ARN for the features")
-    sc.add_argument("--region", default="us-east-1", help="AWS region of the Kinesis streams")
+    sc.add_argument("--region", help="AWS region of the Kinesis streams (default: the ARNs', else us-east-1)")
     sc.add_argument("--parallelism", type=int, default=2)
     sc.set_defaults(fn=cmd_compile)
