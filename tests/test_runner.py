@@ -214,6 +214,9 @@ def test_only_needs_unchanged_upstream(project):
     _runner(tmp, plan).run({"b.api_token": "abcd1234"})
     r = _runner(tmp, plan).run({"b.api_token": "zzzz9999"}, only=["b"])
     assert [s.status for s in r.stages] == ["skipped", "succeeded"]
+    # --only and --from that leave nothing to run are refused, not reported as a success
+    with pytest.raises(ConfigError, match=r"^--from: no stage of --only a is at or after b"):
+        _runner(tmp, plan).run({"b.api_token": "abcd1234"}, only=["a"], start_from="b")
 
 
 def test_path_parameters_are_absolute_against_the_plan_root_wherever_the_run_starts(tmp_path, monkeypatch):

@@ -256,6 +256,9 @@ class Runner:
         selected = set(only or names)
         if start_from:
             selected &= set(names[names.index(start_from):])
+            if not selected:
+                raise ConfigError("--from", f"no stage of --only {','.join(only or [])} is at or after {start_from}"
+                                            " (so nothing would run)")
         needed, todo = set(), list(selected)
         while todo:
             n = todo.pop()
