@@ -39,6 +39,13 @@ def glue_type(name: str, where: str) -> str:
     raise ConfigError(where, f"unknown type {name!r} (one of {', '.join(sorted(GLUE_TYPES))}, decimal(p,s))")
 
 
+def engine_type(types: dict[str, str], name: str, where: str) -> str:
+    """An engine's type for a Glue type name, from the engine's table of canonical names
+    (``decimal(p,s)`` is ``DECIMAL(p,s)`` in every engine)."""
+    t = glue_type(name, where)
+    return types.get(t) or t.upper()
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -26,7 +26,7 @@ from mlprep.batch.config import (
     Relationalize,
     Require,
     ResolveChoice,
-    glue_type,
+    engine_type,
 )
 from mlprep.batch.engines import LINEAGE, MARKS, WINDOW, StepError, Tally, has_window
 from mlprep.duck import Engine, ident, lit
@@ -41,8 +41,7 @@ _DUCK_TYPES = {"string": "VARCHAR", "int": "INTEGER", "bigint": "BIGINT", "small
 
 def duck_type(name: str, where: str) -> str:
     """DuckDB's type for a Glue type name."""
-    t = glue_type(name, where)
-    return _DUCK_TYPES.get(t) or t.upper()  # decimal(p,s) -> DECIMAL(p,s)
+    return engine_type(_DUCK_TYPES, name, where)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlprep.batch.config import Source, glue_type
+from mlprep.batch.config import Source, engine_type
 from mlprep.batch.engines import (
     LINEAGE,
     MARKS,
@@ -81,8 +81,7 @@ _SPARK_TYPES = {"string": "STRING", "int": "INT", "bigint": "BIGINT", "smallint"
 
 def _spark_type(name: str, where: str) -> str:
     """Spark SQL's type for a Glue type name."""
-    t = glue_type(name, where)
-    return _SPARK_TYPES.get(t) or t.upper()  # decimal(p,s) -> DECIMAL(p,s)
+    return engine_type(_SPARK_TYPES, name, where)
 
 
 class SparkEngine:
