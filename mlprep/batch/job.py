@@ -88,7 +88,7 @@ class Run:
     output, bookmark, summary, timings. The data itself is the engine's."""
 
     def __init__(self, job: JobConfig, values: dict[str, Any], engine: BatchEngine, progress: bool,
-                 now: dt.datetime | None):
+                 now: dt.datetime | None, secrets: Iterable[str] = ()):
         self.job, self.values, self.engine, self.progress, self.now = job, values, engine, progress, now
         self.run_id = new_run_id()
         self.t0 = time.time()
@@ -104,12 +104,14 @@ class Run:
         self.file_id = 0
         self.bookmark_in = self.table.read_meta("bookmark.json")
         self.bookmark_out = self.bookmark_in or bookmarks.empty()
-        self.masker = Masker(None)  # secrets kept out of the summary
+        # --secret values, and values of names that look secret, are never written (in any form)
+        hidden = set(secrets) & set(values) | {k for k in values if logs.SECRET.search(k)}
+        self.masker = Masker([str(values[k]) for k in hidden if values[k] not in (None, "")])
         self.summary: dict[str, Any] = {
             "job": job.name, "run_id": self.run_id, "status": "running",
             "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "parameters": {k: "***" if logs.SECRET.search(k) else
-                           (sql_io.redact(v) if isinstance(v, str) else v) for k, v in values.items()},
+            "parameters": {k: MASK if k in hidden else (sql_io.redact(v) if isinstance(v, str) else v)
+                           for k, v in values.items()},
         }
         try:
             engine.open(RunContext(job, self.ledger, self.tally, progress))
@@ -396,13 +398,7 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
     check_output_paths(job)
     if progress is None:
         progress = os.environ.get("MLPREP_PROGRESS", "1") != "0"
-    run = Run(job, values, engine_of(engine), progress, now)
-    # --secret values, and values of names that look secret, are never written (in any form)
-    hidden = [str(v) for k, v in values.items() if v not in (None, "") and (k in secrets or logs.SECRET.search(k))]
-    run.masker = Masker(hidden)
-    for name in secrets:
-        if name in run.summary["parameters"]:
-            run.summary["parameters"][name] = MASK
+    run = Run(job, values, engine_of(engine), progress, now, secrets)
     error: BaseException | None = None
     try:
         _steps(run)
