@@ -291,3 +291,23 @@ def test_engines_by_name_or_object_and_secrets_masked_by_name(small_data, tmp_pa
     assert p.returncode == 0, p.stderr
     p = subprocess.run([*cli, "--master", "local[1]"], capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.strip() == "error: --master: a Spark master is for --engine spark"
+
+
+def test_memory_limit_is_a_size_and_the_job_runs_within_it(small_data, tmp_path, monkeypatch):
+    from mlprep.batch.job import default_memory_limit
+
+    params = {"data_dir": str(small_data.out_dir), "out_dir": str(tmp_path / "o")}
+    with pytest.raises(ConfigError, match=r"^memory_limit: expected a size such as 1500MB or 2GB, got 'lots'$"):
+        run_job(JOB, params, memory_limit="lots", progress=False)
+    monkeypatch.setenv("MLPREP_MEMORY_LIMIT", "x")
+    with pytest.raises(ConfigError, match=r"^MLPREP_MEMORY_LIMIT: expected a size"):
+        run_job(JOB, params, progress=False)
+    monkeypatch.setenv("MLPREP_MEMORY_LIMIT", "300MB")
+    assert default_memory_limit() == "300MB"
+    r = run_job(JOB, params, progress=False)  # a small limit spills; the result is the same
+    plain = run_job(JOB, {**params, "out_dir": str(tmp_path / "p")}, memory_limit="4GB", progress=False)
+    assert r.rows == plain.rows
+    pd.testing.assert_frame_equal(_norm(read_output(r.summary["output"]["path"])),
+                                  _norm(read_output(plain.summary["output"]["path"])))
+    monkeypatch.delenv("MLPREP_MEMORY_LIMIT")
+    assert int(default_memory_limit().removesuffix("MB")) >= 1024

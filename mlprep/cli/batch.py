@@ -27,7 +27,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         engine = SparkEngine(master=a.master)
     try:
         r = run_job(a.config, parse_cli(a.param, a.params_file, a.secret), engine=engine, progress=progress(a),
-                    secrets=a.secret or ())
+                    secrets=a.secret or (), memory_limit=a.memory_limit)
     except ConfigError:
         raise  # exit 2: nothing ran
     except MlprepError as e:
@@ -87,6 +87,8 @@ def add_commands(sub: Subparsers) -> None:
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument("--engine", default="embedded", help="embedded (DuckDB, default; also: duckdb) or spark (pip install mlprep[spark])")
     r.add_argument("--master", default="local[2]", help="Spark master URL for --engine spark (default local[2])")
+    r.add_argument("--memory-limit", metavar="SIZE", help="memory of the embedded DuckDB, which spills to disk past it"
+                                                          " (e.g. 2GB; default $MLPREP_MEMORY_LIMIT or RAM/16, >= 1GB)")
     r.set_defaults(fn=cmd_run)
     eg = batch.add_parser("export-glue", help="write the job as an AWS Glue job (script + CreateJob arguments)")
     eg.add_argument("config", help="job config (YAML)")
