@@ -310,4 +310,4 @@ def test_memory_limit_is_a_size_and_the_job_runs_within_it(small_data, tmp_path,
     pd.testing.assert_frame_equal(_norm(read_output(r.summary["output"]["path"])),
                                   _norm(read_output(plain.summary["output"]["path"])))
     monkeypatch.delenv("MLPREP_MEMORY_LIMIT")
-    assert int(default_memory_limit().removesuffix("MB")) >= 1024
+    assert default_memory_limit() == ""  # DuckDB's own default

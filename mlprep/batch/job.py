@@ -396,8 +396,8 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
     an engine object such as ``SparkEngine(spark)`` from ``mlprep.batch.engines.spark``;
     ``now`` fixes the clock for DataFreshness rules; ``secrets`` name parameters whose values
     are masked in the summary (names that look secret always are); ``memory_limit`` bounds the
-    embedded DuckDB (e.g. ``"2GB"``; default ``$MLPREP_MEMORY_LIMIT``, else
-    :func:`default_memory_limit`), which spills past it. Returns a :class:`RunResult` whose
+    embedded DuckDB, which spills to disk past it (e.g. ``"2GB"``; default
+    :func:`default_memory_limit`). Returns a :class:`RunResult` whose
     ``summary`` is also on disk.
     """
     job, values = load_job(config, params)
@@ -425,17 +425,13 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
 
 
 def default_memory_limit() -> str:
-    """``$MLPREP_MEMORY_LIMIT``, else a sixteenth of the machine's memory and at least 1 GB: a
-    job beside a notebook kernel and a browser. Measured at 5M rows (bench/batch_etl.py): no limit
-    3.3 GB peak, 20.4 s; 2 GB → 2.1 GB, 21.5 s; 1.5 GB → 1.7 GB, 22.6 s; 1 GB → 1.2 GB, 25.9 s."""
-    given = os.environ.get("MLPREP_MEMORY_LIMIT", "").strip()
-    if given:
-        return given
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not POSIX: DuckDB's own default
-        return ""
-    return f"{max(1024, total // 16 // 2**20)}MB"
+    """``$MLPREP_MEMORY_LIMIT``, else "" (DuckDB's own default: 80% of the machine's memory).
+
+    Not a smaller default: a limit bounds what can spill (tables, joins, sorts), but parsing one
+    50 MB JSON line needs ~1.5 GB at once (``json_group_structure``), and failed at 1.4 GB.
+    Measured at 5M rows (bench/batch_etl.py): no limit 3.3 GB peak, 20.4 s; 2 GB → 2.1 GB,
+    21.5 s; 1.5 GB → 1.7 GB, 22.6 s; 1 GB → 1.2 GB, 25.9 s."""
+    return os.environ.get("MLPREP_MEMORY_LIMIT", "").strip()
 
 
 _SIZE = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.I)
