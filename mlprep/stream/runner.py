@@ -62,6 +62,7 @@ class _Sinks:
 
     def flush(self, tag: int) -> None:
         self.offline.flush(f"{tag:06d}")
+        self.online.write()
         for name, parts in self.side.items():
             if parts:
                 (self.out / name).mkdir(exist_ok=True)

@@ -112,24 +112,39 @@ class OnlineStore:
             self.con.execute(f'CREATE TABLE IF NOT EXISTS "{group_name(spec, w)}" ({cols},'
                              f' PRIMARY KEY ({", ".join(chr(34) + k + chr(34) for k in spec.entity)}))')
         self.con.commit()
+        self.pending: dict[str, pl.DataFrame] = {}  # window -> newest row per key, not yet written
 
     def put(self, emitted: pl.DataFrame) -> None:
+        """Keep the newest window per key in memory (``write`` upserts them): a key that fires
+        every block is written once per flush, not once per block."""
         if emitted.is_empty():
             return
         for w in self.spec.windows:
             part = emitted.filter(pl.col("window") == w.name)
             if part.is_empty():
                 continue
-            # the newest window per key, then upsert unless the store already has a newer one
-            latest = part.sort(END).group_by(self.spec.entity, maintain_order=True).last()
             cols = [*self.spec.entity, END, *self.spec.feature_names(w)]
+            prev = self.pending.get(w.name)
+            part = part.select(cols) if prev is None else pl.concat([prev, part.select(cols)])
+            # the newest per key; of two with the same end, the later emitted (a stable sort)
+            self.pending[w.name] = part.sort(END, maintain_order=True).group_by(
+                self.spec.entity, maintain_order=True).last()
+
+    def write(self) -> None:
+        """Upsert what ``put`` kept, unless the store already has a newer window for the key."""
+        if not self.pending:
+            return
+        for w in self.spec.windows:
+            latest = self.pending.pop(w.name, None)
+            if latest is None:
+                continue
             names = [*self.spec.entity, "event_time", *self.spec.feature_names(w)]
             qn = ", ".join(f'"{c}"' for c in names)
             upd = ", ".join(f'"{c}" = excluded."{c}"' for c in names[len(self.spec.entity):])
             self.con.executemany(
                 f'INSERT INTO "{group_name(self.spec, w)}" ({qn}) VALUES ({", ".join("?" * len(names))})'
                 f' ON CONFLICT DO UPDATE SET {upd} WHERE excluded.event_time >= event_time',
-                latest.select(cols).iter_rows())
+                latest.iter_rows())
         self.con.commit()
 
     def get(self, group: str, key: str | tuple) -> dict[str, Any] | None:
@@ -141,4 +156,5 @@ class OnlineStore:
         return dict(zip([d[0] for d in cur.description], row, strict=True)) if row else None
 
     def close(self) -> None:
+        self.write()
         self.con.close()
