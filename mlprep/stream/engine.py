@@ -103,10 +103,16 @@ class _WindowState:
         if self.acc is None or self.acc.is_empty():
             self.acc = part
         else:
-            touched = self.acc.join(part.select([*self.keys, START]), on=[*self.keys, START], how="semi")
-            rest = self.acc.join(part.select([*self.keys, START]), on=[*self.keys, START], how="anti")
-            merged = self._merge(pl.concat([touched, part], how="vertical_relaxed"))
-            self.acc = pl.concat([rest, merged.select(rest.columns)], how="vertical_relaxed")
+            on = [*self.keys, START]
+            touched = self.acc.join(part.select(on), on=on, how="semi")
+            rest = self.acc.join(part.select(on), on=on, how="anti")
+            # only partial rows of windows already open have something to merge with; the others
+            # (most, for a hopping window over sparse keys) join the state as they are
+            hit = part.join(touched.select(on), on=on, how="semi")
+            new = part.join(touched.select(on), on=on, how="anti")
+            merged = self._merge(pl.concat([touched, hit], how="vertical_relaxed"))
+            self.acc = pl.concat([rest, merged.select(rest.columns), new.select(rest.columns)],
+                                 how="vertical_relaxed")
         for c in self.distinct:
             d = rows.filter(pl.col(c).is_not_null()).select([*self.keys, START, c]).unique()
             prev = self.seen.get(c)
