@@ -317,3 +317,24 @@ def test_parquet_replay_gives_the_same_features_as_json_lines(small_data, tmp_pa
     assert _final(tmp_path / "p").equals(_final(tmp_path / "j"))
     dead = pl.read_parquet(tmp_path / "p" / "dead_letters" / "*.parquet")
     assert json.loads(dead["record"][0])["user_id"] is None or "amount" in dead["reason"][0]
+
+
+def test_a_checkpoint_of_an_older_state_format_is_refused(small_data, tmp_path):
+    """State written by an mlprep that kept windows differently is not resumed (it would merge
+    wrongly or fail deep inside polars): one line, exit 2."""
+    code = ("import sys; from mlprep.stream.runner import run_stream; "
+            "run_stream(sys.argv[1], sys.argv[2], sys.argv[3], checkpoint=sys.argv[4], block_bytes=20_000,"
+            " checkpoint_every=2)")
+    out, chk = tmp_path / "out", tmp_path / "chk"
+    killed = subprocess.run([sys.executable, "-c", code, str(SPEC), str(small_data.events), str(out), str(chk)],
+                            env={**os.environ, "MLPREP_FAULT_POINT": "stream:block=5"})
+    assert killed.returncode == -signal.SIGKILL
+    meta_file = chk / (chk / "_latest").read_text().strip() / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["state_format"] == 2
+    del meta["state_format"]  # as the first format wrote it
+    meta_file.write_text(json.dumps(meta))
+    p = subprocess.run([sys.executable, "-m", "mlprep", "stream", "run", str(SPEC), "--source", str(small_data.events),
+                        "--out", str(out), "--checkpoint", str(chk)], capture_output=True, text=True)
+    assert p.returncode == 2 and "its window state is in format 1" in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1

@@ -103,14 +103,17 @@ class _Txns:
         return np.arange(1, len(self.user) + 1)
 
 
-def generate(out_dir: str | Path, rows: int = 10_000, seed: int = 7) -> GeneratedData:
+def generate(out_dir: str | Path, rows: int = 10_000, seed: int = 7, days: int = DAYS) -> GeneratedData:
     """Write the data set to ``out_dir`` (created if missing) and return its description.
 
     ``rows`` is the exact number of lines in ``transactions.jsonl`` (duplicates included),
-    at least 1,000.
+    at least 1,000; ``days``: the event-time span (a longer span at the same rows is sparser
+    traffic, as real traffic grows by time, not by density).
     """
     if rows < 1000:
         raise ValueError(f"rows: must be >= 1000, got {rows}")
+    if days < 1:
+        raise ValueError(f"days: must be >= 1, got {days}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)  # one stream, drawn from in this order: same seed, same data
@@ -118,7 +121,7 @@ def generate(out_dir: str | Path, rows: int = 10_000, seed: int = 7) -> Generate
     users = _users(rng, n_users)
     n_dup = rows // 200
     n_burst = max(20, rows // 100)
-    t = _transactions(rng, users, rows - n_dup - n_burst, n_burst)
+    t = _transactions(rng, users, rows - n_dup - n_burst, n_burst, days * 86_400_000)
     t.fraud = _labels(rng, t)
     idx = _with_duplicates(rng, len(t.user), n_dup)
     t.device = _devices(rng, t, users)
@@ -130,7 +133,7 @@ def generate(out_dir: str | Path, rows: int = 10_000, seed: int = 7) -> Generate
     _write_users(out / "users.db", n_users, np.random.default_rng([seed, 7]))
     fraud = int(t.fraud.sum())
     meta = {"rows": rows, "users": n_users, "duplicates": int(n_dup), "fraud": fraud,
-            "seed": seed, "start": str(START), "days": DAYS}
+            "seed": seed, "start": str(START), "days": days}
     (out / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
     return GeneratedData(out, rows, n_users, int(n_dup), fraud)
 
@@ -142,10 +145,10 @@ def _users(rng: np.random.Generator, n_users: int) -> dict[str, np.ndarray]:
             "fraud": rng.choice(n_users, size=max(5, n_users // 50), replace=False)}
 
 
-def _transactions(rng: np.random.Generator, users: dict[str, np.ndarray], n_base: int, n_burst: int) -> _Txns:
+def _transactions(rng: np.random.Generator, users: dict[str, np.ndarray], n_base: int, n_burst: int,
+                  period_ms: int) -> _Txns:
     """Base traffic (skewed users, night-time high amounts, some new devices) and fraud bursts."""
     n_users = len(users["os"])
-    period_ms = DAYS * 86_400_000
     weights = 1.0 / np.arange(1, n_users + 1) ** 0.6  # a few heavy users, a long tail
     weights /= weights.sum()
     base_user = rng.choice(n_users, size=n_base, p=weights)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from mlprep.errors import SourceError
 from mlprep.stream.aggregations import (
     AGGREGATIONS,
     accumulators,
@@ -45,15 +46,29 @@ from mlprep.stream.columns import END, POS, SEQ, START, T
 from mlprep.stream.spec import FeatureSpec, Window
 
 NEG_INF = np.iinfo(np.int64).min // 4
+STATE_FORMAT = 2  # of checkpointed state: 2 keeps each window's distinct count in its row
 
 
 @dataclass
 class BatchResult:
     """What one micro-batch (or the final flush) produced."""
 
-    emitted: pl.DataFrame  # keys, window, window_start, window_end, features, kind, watermark
+    windows: dict[str, pl.DataFrame]  # window name -> its emitted rows (keys, window, window_start,
+    # window_end, features, kind, watermark); only windows that emitted
     late: pl.DataFrame  # _pos, window, _t, reason
     watermark: int
+
+    @property
+    def emitted(self) -> pl.DataFrame:
+        """Every window's emitted rows in one frame (features of other windows NULL)."""
+        frames = list(self.windows.values())
+        if len(frames) <= 1:
+            return frames[0] if frames else pl.DataFrame()
+        return pl.concat(frames, how="diagonal_relaxed")
+
+    @property
+    def rows(self) -> int:
+        return sum(len(f) for f in self.windows.values())
 
 
 class _WindowState:
@@ -93,6 +108,7 @@ class _WindowState:
                extra: list[pl.Expr] | None = None) -> pl.DataFrame:
         aggs = [merge_rows(), *(extra or []),
                 *(acc.merge(c).alias(acc.name(c)) for c, accs in self.values.items() for acc in accs),
+                *(pl.col(distinct_count(c)).sum() for c in self.distinct if distinct_count(c) in parts.columns),
                 pl.col("_dirty").any(), pl.col("_emitted").any()]
         return parts.group_by(by or [*self.keys, START]).agg(aggs)
 
@@ -100,6 +116,9 @@ class _WindowState:
         if rows.is_empty():
             return
         part = self._partial(rows)
+        for c in self.distinct:  # each window's number of distinct values grows by its new ones
+            part = part.join(self._new_distinct(rows, c), on=[*self.keys, START], how="left").with_columns(
+                pl.col(distinct_count(c)).fill_null(0))
         if self.acc is None or self.acc.is_empty():
             self.acc = part
         else:
@@ -113,12 +132,16 @@ class _WindowState:
             merged = self._merge(pl.concat([touched, hit], how="vertical_relaxed"))
             self.acc = pl.concat([rest, merged.select(rest.columns), new.select(rest.columns)],
                                  how="vertical_relaxed")
-        for c in self.distinct:
-            d = rows.filter(pl.col(c).is_not_null()).select([*self.keys, START, c]).unique()
-            prev = self.seen.get(c)
-            if prev is not None:  # only values not seen before join the (large) set
-                d = d.join(prev, on=[*self.keys, START, c], how="anti", nulls_equal=True)
-            self.seen[c] = d if prev is None else pl.concat([prev, d], how="vertical_relaxed")
+
+    def _new_distinct(self, rows: pl.DataFrame, c: str) -> pl.DataFrame:
+        """Add ``rows``' values of ``c`` to the windows' distinct sets; per window, how many
+        were new."""
+        d = rows.filter(pl.col(c).is_not_null()).select([*self.keys, START, c]).unique()
+        prev = self.seen.get(c)
+        if prev is not None:  # only values not seen before join the (large) set
+            d = d.join(prev, on=[*self.keys, START, c], how="anti", nulls_equal=True)
+        self.seen[c] = d if prev is None else pl.concat([prev, d], how="vertical_relaxed")
+        return d.group_by([*self.keys, START]).agg(pl.len().cast(pl.Int64).alias(distinct_count(c)))
 
     # -- fire ----------------------------------------------------------------------------------
     def fire(self, watermark: int, lateness: int) -> pl.DataFrame:
@@ -147,9 +170,6 @@ class _WindowState:
                                pl.col(START), self._end().alias(END)]
         cols += [AGGREGATIONS[a.function].final(a.column or "").alias(f"{a.name}_{self.w.name}")
                  for a in self.spec.aggregations]
-        for c in self.distinct:
-            counts = self.seen[c].group_by([*self.keys, START]).agg(pl.len().cast(pl.Int64).alias(distinct_count(c)))
-            rows = rows.join(counts, on=[*self.keys, START], how="left")
         kind = pl.when(pl.col("_emitted")).then(pl.lit("update")).otherwise(pl.lit("final"))
         return rows.select([*cols, kind.alias("kind"), pl.lit(watermark, pl.Int64).alias("watermark")])
 
@@ -213,25 +233,33 @@ class _SessionState(_WindowState):
         # a new session starts where the start is past every end before it (per key)
         prev_end = pl.col(END).cum_max().shift(1).over(self.keys)
         both = both.with_columns(((pl.col(START) > prev_end).fill_null(True)).cum_sum().over(self.keys).alias("_g"))
-        mapping = both.select([*self.keys, START, "_g"])
+        many = pl.len().over([*self.keys, "_g"]) > 1
+        alone = both.filter(~many).drop("_g")  # most sessions merge with nothing: they stay as they are
+        both = both.filter(many)
         merged = self._merge(both, by=[*self.keys, "_g"],
                              extra=[pl.col(START).min().alias("_s"), pl.col(END).max()])
-        merged = merged.with_columns(pl.col("_s").alias(START)).drop("_s")
-        new_start = merged.select([*self.keys, "_g", START]).rename({START: "_new"})
-        merged = merged.drop("_g")
-        self.acc = merged if rest is None else pl.concat([rest, merged.select(rest.columns)], how="vertical_relaxed")
-        remap = mapping.join(new_start, on=[*self.keys, "_g"]).select([*self.keys, START, "_new"])
+        remap = both.select([*self.keys, START, "_g"]).join(
+            merged.select([*self.keys, "_g", pl.col("_s").alias("_new")]), on=[*self.keys, "_g"]).drop("_g")
+        merged = merged.with_columns(pl.col("_s").alias(START)).drop("_s", "_g")
+        sessions = pl.concat([alone, merged.select(alone.columns)], how="vertical_relaxed")
         for c in self.distinct:
-            d = rows.filter(pl.col(c).is_not_null()).select([*self.keys, pl.col(T).alias(START), c])
-            prev = self.seen.get(c)
-            if prev is not None:
-                d = pl.concat([prev.join(keys, on=self.keys, how="semi"), d], how="vertical_relaxed")
-                other = prev.join(keys, on=self.keys, how="anti")
-            else:
-                other = None
-            d = (d.join(remap, on=[*self.keys, START]).with_columns(pl.col("_new").alias(START))
-                 .drop("_new").unique())
-            self.seen[c] = d if other is None else pl.concat([other, d.select(other.columns)], how="vertical_relaxed")
+            sessions = sessions.join(self._session_distinct(rows, c, keys, remap), on=[*self.keys, START],
+                                     how="left").with_columns(pl.col(distinct_count(c)).fill_null(0))
+        self.acc = sessions if rest is None else pl.concat([rest, sessions.select(rest.columns)], how="vertical_relaxed")
+
+    def _session_distinct(self, rows: pl.DataFrame, c: str, keys: pl.DataFrame, remap: pl.DataFrame) -> pl.DataFrame:
+        """The distinct values of ``c`` of the sessions of ``keys``, ``rows`` added and merged
+        sessions renamed by ``remap`` (keys, old start -> ``_new``); their number per session."""
+        d = rows.filter(pl.col(c).is_not_null()).select([*self.keys, pl.col(T).alias(START), c])
+        prev = self.seen.get(c)
+        other = None
+        if prev is not None:
+            d = pl.concat([prev.join(keys, on=self.keys, how="semi"), d], how="vertical_relaxed")
+            other = prev.join(keys, on=self.keys, how="anti")
+        d = (d.join(remap, on=[*self.keys, START], how="left")
+             .with_columns(pl.coalesce("_new", START).alias(START)).drop("_new").unique())
+        self.seen[c] = d if other is None else pl.concat([other, d.select(other.columns)], how="vertical_relaxed")
+        return d.group_by([*self.keys, START]).agg(pl.len().cast(pl.Int64).alias(distinct_count(c)))
 
 
 class Aggregator:
@@ -288,7 +316,7 @@ class Aggregator:
 
     def process(self, ev: pl.DataFrame) -> BatchResult:
         if ev.is_empty():
-            return BatchResult(pl.DataFrame(), pl.DataFrame(), self.watermark)
+            return BatchResult({}, pl.DataFrame(), self.watermark)
         t = ev[T].to_numpy()
         parts = ev["_part"].cast(pl.String).to_numpy() if "_part" in ev.columns else None
         ev = ev.with_columns(pl.Series("_wm", self._watermarks_before(t, parts)))
@@ -327,10 +355,9 @@ class Aggregator:
 
     def _fire(self, late_parts: list[pl.DataFrame]) -> BatchResult:
         wm = self.watermark
-        outs = [o for o in (st.fire(wm, self.lateness) for st in self.states) if not o.is_empty()]
-        emitted = pl.concat(outs, how="diagonal_relaxed") if outs else pl.DataFrame()
+        fired = {st.w.name: st.fire(wm, self.lateness) for st in self.states}
         late = pl.concat(late_parts) if late_parts else pl.DataFrame()
-        return BatchResult(emitted, late, wm)
+        return BatchResult({w: f for w, f in fired.items() if not f.is_empty()}, late, wm)
 
     def open_windows(self) -> int:
         return sum(0 if st.acc is None else len(st.acc) for st in self.states)
@@ -345,12 +372,16 @@ def save_state(agg: Aggregator, folder: str | Path) -> dict[str, Any]:
             st.acc.write_parquet(folder / f"acc_{i}.parquet")
         for c, df in st.seen.items():
             df.write_parquet(folder / f"seen_{i}_{c}.parquet")
-    return {"part_max": {k: int(v) for k, v in agg.part_max.items()}}
+    return {"part_max": {k: int(v) for k, v in agg.part_max.items()}, "state_format": STATE_FORMAT}
 
 
 def load_state(agg: Aggregator, folder: str | Path, meta: dict[str, Any]) -> None:
     """The state ``save_state`` wrote (and the checkpoint's JSON part, ``meta``)."""
     folder = Path(folder)
+    found = meta.get("state_format", 1)
+    if found != STATE_FORMAT:
+        raise SourceError(f"checkpoint {folder.name}: its window state is in format {found}, this mlprep"
+                          f" reads format {STATE_FORMAT}; start again with another --checkpoint folder")
     agg.part_max = {k: int(v) for k, v in meta["part_max"].items()}
     for i, st in enumerate(agg.states):
         p = folder / f"acc_{i}.parquet"

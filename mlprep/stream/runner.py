@@ -50,10 +50,10 @@ class _Sinks:
         self.side: dict[str, list[pl.DataFrame]] = {k: [] for k in SIDE}
 
     def add(self, r: BatchResult, dead: pl.DataFrame, counts: dict[str, int]) -> None:
-        if not r.emitted.is_empty():
-            self.offline.add(r.emitted)
-            self.online.put(r.emitted)
-            counts["emitted"] += len(r.emitted)
+        if r.windows:
+            self.offline.add(r.windows)
+            self.online.put(r.windows)
+            counts["emitted"] += r.rows
         if not r.late.is_empty():
             self.side["late"].append(r.late)
             counts["late"] += len(r.late)
@@ -193,7 +193,7 @@ class _Run:
     def aggregate(self, parsed: Parsed, received: float) -> None:
         r = self.agg.process(parsed.events)
         self.sinks.add(r, parsed.dead, self.counts)
-        if not r.emitted.is_empty():
+        if r.windows:
             self.lags.append((time.perf_counter() - received) * 1000)  # from arrival to emission
 
     def block_done(self, checkpoint_every: int) -> None:

@@ -13,12 +13,14 @@ Online: the latest feature vector per key and feature group, in SQLite (one tabl
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import sqlite3
 import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from mlprep.stream.columns import END, START
@@ -52,49 +54,59 @@ class OfflineStore:
 
     def __init__(self, root: str | Path, spec: FeatureSpec):
         self.root, self.spec = Path(root), spec
+        self.windows = {w.name: w for w in spec.windows}
         self.buffer: dict[str, list[pl.DataFrame]] = {}
-        self.rows = 0
+        self.rows = 0  # written
+        self.buffered = 0
 
-    def add(self, emitted: pl.DataFrame) -> None:
-        if emitted.is_empty():
-            return
-        for w in self.spec.windows:
-            part = emitted.filter(pl.col("window") == w.name)
-            if not part.is_empty():
-                self.buffer.setdefault(w.name, []).append(part.select(
-                    [*self.spec.entity, START, END, *self.spec.feature_names(w), "kind"]))
+    def add(self, emitted: dict[str, pl.DataFrame]) -> None:
+        """Buffer each window's emitted rows (window name -> rows)."""
+        for name, part in emitted.items():
+            if part.is_empty():
+                continue
+            self.buffer.setdefault(name, []).append(part.select(
+                [*self.spec.entity, START, END, *self.spec.feature_names(self.windows[name]), "kind"]))
+            self.buffered += len(part)
 
     def flush(self, tag: str | None = None) -> list[Path]:
         """Write buffered rows; ``tag`` names the files (a checkpoint id makes rewrites idempotent)."""
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        now = pl.lit(dt.datetime.now(dt.UTC).replace(tzinfo=None)).dt.cast_time_unit("ms")
         written = []
+        name = f"part-{tag or uuid.uuid4().hex[:12]}.parquet"
         for w in self.spec.windows:
             parts = self.buffer.pop(w.name, [])
             if not parts:
                 continue
-            df = pl.concat(parts, how="vertical_relaxed")
-            et = pl.from_epoch(pl.col(END), time_unit="ms")
-            df = df.with_columns(
-                et.alias("event_time"), pl.lit(now).dt.cast_time_unit("ms").alias("write_time"),
-                pl.lit(now).dt.cast_time_unit("ms").alias("api_invocation_time"), pl.lit(False).alias("is_deleted"),
-                et.dt.year().alias("year"), et.dt.month().alias("month"), et.dt.day().alias("day"),
-                et.dt.hour().alias("hour"))
+            df = pl.concat(parts, how="vertical_relaxed").with_columns(
+                pl.from_epoch(pl.col(END), time_unit="ms").alias("event_time"), now.alias("write_time"),
+                now.alias("api_invocation_time"), pl.lit(False).alias("is_deleted"))
             gdir = self.root / group_name(self.spec, w)
             gdir.mkdir(parents=True, exist_ok=True)
-            name = f"part-{tag or uuid.uuid4().hex[:12]}.parquet"
-            for (y, mo, d, h), g in df.group_by(["year", "month", "day", "hour"], maintain_order=True):
-                pdir = gdir / f"year={y:04d}" / f"month={mo:02d}" / f"day={d:02d}" / f"hour={h:02d}"
+            for hour, rows in _by_hour(df):
+                pdir = gdir / hour.strftime("year=%Y/month=%m/day=%d/hour=%H")
                 pdir.mkdir(parents=True, exist_ok=True)
                 tmp = pdir / f".{name}.tmp"
-                g.drop("year", "month", "day", "hour").write_parquet(tmp)
+                rows.write_parquet(tmp)
                 tmp.replace(pdir / name)
                 written.append(pdir / name)
             definition = gdir / DEFINITION
             if not definition.exists():
-                schema = dict(df.drop("year", "month", "day", "hour").schema)
-                definition.write_text(json.dumps(feature_group_definition(self.spec, w, schema), indent=2) + "\n")
+                definition.write_text(json.dumps(feature_group_definition(self.spec, w, dict(df.schema)), indent=2) + "\n")
             self.rows += len(df)
+        self.buffered = 0
         return written
+
+
+def _by_hour(df: pl.DataFrame) -> list[tuple[dt.datetime, pl.DataFrame]]:
+    """The rows of each event-time hour (the offline store's partitions), as slices of ``df``
+    sorted by hour (rows arrive nearly in that order: sorting is cheap, and a slice is no copy)."""
+    h = (df[END] // 3_600_000).to_numpy()
+    if (np.diff(h) < 0).any():
+        df = df.sort(pl.col(END) // 3_600_000, maintain_order=True)
+        h = (df[END] // 3_600_000).to_numpy()
+    cuts = np.concatenate(([0], np.flatnonzero(np.diff(h)) + 1, [len(h)]))
+    return [(dt.datetime(1970, 1, 1) + dt.timedelta(hours=int(h[a])), df.slice(a, b - a))
+            for a, b in itertools.pairwise(cuts.tolist())]
 
 
 class OnlineStore:
@@ -113,22 +125,20 @@ class OnlineStore:
                              f' PRIMARY KEY ({", ".join(chr(34) + k + chr(34) for k in spec.entity)}))')
         self.con.commit()
         self.pending: dict[str, pl.DataFrame] = {}  # window -> newest row per key, not yet written
+        self.windows = {w.name: w for w in spec.windows}
 
-    def put(self, emitted: pl.DataFrame) -> None:
+    def put(self, emitted: dict[str, pl.DataFrame]) -> None:
         """Keep the newest window per key in memory (``write`` upserts them): a key that fires
         every block is written once per flush, not once per block."""
-        if emitted.is_empty():
-            return
-        for w in self.spec.windows:
-            part = emitted.filter(pl.col("window") == w.name)
+        for name, part in emitted.items():
             if part.is_empty():
                 continue
-            cols = [*self.spec.entity, END, *self.spec.feature_names(w)]
-            prev = self.pending.get(w.name)
+            cols = [*self.spec.entity, END, *self.spec.feature_names(self.windows[name])]
+            prev = self.pending.get(name)
             part = part.select(cols) if prev is None else pl.concat([prev, part.select(cols)])
-            # the newest per key; of two with the same end, the later emitted (a stable sort)
-            self.pending[w.name] = part.sort(END, maintain_order=True).group_by(
-                self.spec.entity, maintain_order=True).last()
+            # the newest per key; of two with the same end, the later emitted
+            newest = part.filter(pl.col(END) == pl.col(END).max().over(self.spec.entity))
+            self.pending[name] = newest.unique(self.spec.entity, keep="last", maintain_order=True)
 
     def write(self) -> None:
         """Upsert what ``put`` kept, unless the store already has a newer window for the key."""
