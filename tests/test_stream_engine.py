@@ -104,6 +104,17 @@ def test_hopping_matches_the_per_event_simulation(batch):
     _check(_spec("hopping", "1m", "20s"), _events(2000, seed=2), batch)
 
 
+@pytest.mark.parametrize("wtype,size,slide", [("hopping", "10m", "1m"), ("hopping", "5m", "150s"), ("tumbling", "5m", None)])
+@pytest.mark.parametrize("batch", [40, 600])
+def test_sparse_keys_match_the_per_event_simulation(wtype, size, slide, batch):
+    """Many keys with a few events each (the engine's shortcut for a key with one pane and no open
+    window), beside keys with close panes, open windows and events late for some windows only."""
+    ev = _events(2500, seed=3, keys=600, span_ms=4 * 3_600_000, late_frac=0.08, max_delay=400_000)
+    dense = _events(500, seed=4, keys=3, span_ms=4 * 3_600_000)
+    mixed = [e for i, x in enumerate(ev) for e in ([x, dense[i // 5]] if i % 5 == 0 else [x])]
+    _check(_spec(wtype, size, slide), mixed, batch)
+
+
 def test_late_events_are_reported_with_the_reason():
     ev = [("a", 10_000, 1.0), ("a", 200_000, 2.0), ("a", 20_000, 3.0)]  # the last one is far too late
     emitted, late = _run(_spec(), ev, 10)

@@ -46,6 +46,7 @@ from mlprep.stream.columns import END, POS, SEQ, START, T
 from mlprep.stream.spec import FeatureSpec, Window
 
 NEG_INF = np.iinfo(np.int64).min // 4
+PANE = "_pane"  # the slide of a hopping window (a tumbling one's size) an event falls in
 STATE_FORMAT = 2  # of checkpointed state: 2 keeps each window's distinct count in its row
 
 
@@ -78,6 +79,8 @@ class _WindowState:
         self.spec, self.w = spec, window
         self.keys = list(spec.entity)
         self.size = window.size
+        self.slide = window.slide or window.size  # a pane: the events that share all their windows
+        self.k = self.size // self.slide if self.size else 1  # windows per event
         self.values = accumulators(spec.aggregations)  # value column -> its accumulators
         self.distinct = distinct_columns(spec.aggregations)
         self.acc: pl.DataFrame | None = None  # one row per open window
@@ -95,10 +98,65 @@ class _WindowState:
         return (ev.with_columns(base).join(offsets.to_frame(), how="cross")
                 .with_columns((pl.col("_b") - pl.col("_k")).alias(START)).drop("_b", "_k"))
 
+    def add_events(self, ev: pl.DataFrame, lateness: int) -> pl.DataFrame:
+        """Add events (with ``_wm``, the watermark each met) to their windows that are still open;
+        return those late for every one of them (``_seq``, and the latest window's start).
+
+        Most keys of a micro-batch have one pane (slide) of events and no open window: each of
+        their windows holds exactly that pane's events, so one partial row per pane is every
+        window's row (``_add_panes``). The others, and events late for some of their windows, go
+        by (event, window) rows merged with the open state (``add``)."""
+        closed = lambda start: (start + self.size + lateness) <= pl.col("_wm")  # noqa: E731
+        ev = ev.with_columns((pl.col(T) - pl.col(T).mod(self.slide)).alias(PANE))
+        ev = ev.with_columns(closed(pl.col(PANE)).alias("_all"),  # even its latest window
+                             closed(pl.col(PANE) - (self.k - 1) * self.slide).alias("_some"))  # its earliest
+        lost = ev.filter(pl.col("_all")).select(SEQ, pl.col(PANE).alias(START))
+        ev = ev.filter(~pl.col("_all"))
+        hot = self._merging_keys(ev)
+        if not hot.is_empty():
+            rows = self.assign(ev.join(hot, on=self.keys, how="semi", nulls_equal=True))
+            self.add(rows.filter(~closed(pl.col(START))))
+            ev = ev.join(hot, on=self.keys, how="anti", nulls_equal=True)
+        self._add_panes(ev)
+        return lost
+
+    def _merging_keys(self, ev: pl.DataFrame) -> pl.DataFrame:
+        """Keys whose new rows may meet other rows of a window: keys with an open window, with an
+        event late for some of its windows, or with two panes closer than a window's size."""
+        parts = [ev.filter(pl.col("_some")).select(self.keys)]
+        if self.acc is not None and not self.acc.is_empty():
+            parts.append(self.acc.select(self.keys))
+        if self.k > 1:
+            kp = ev.select([*self.keys, PANE]).unique().sort([*self.keys, PANE])
+            same_key = pl.all_horizontal([pl.col(k) == pl.col(k).shift(1) for k in self.keys])
+            parts.append(kp.filter(same_key & ((pl.col(PANE) - pl.col(PANE).shift(1)) < self.size)).select(self.keys))
+        return pl.concat(parts).unique()
+
+    def _add_panes(self, ev: pl.DataFrame) -> None:
+        """Open the windows of events whose key has one pane and nothing open (see ``add_events``):
+        the pane's partial row, once per window."""
+        if ev.is_empty():
+            return
+        part = self._partial(ev, PANE)
+        offsets = pl.DataFrame({"_k": np.arange(self.k, dtype=np.int64) * self.slide})
+        per_window = [(pl.col(PANE) - pl.col("_k")).alias(START)]
+        for c in self.distinct:
+            d = ev.filter(pl.col(c).is_not_null()).select([*self.keys, PANE, c]).unique()
+            part = part.join(d.group_by([*self.keys, PANE]).agg(pl.len().cast(pl.Int64).alias(distinct_count(c))),
+                             on=[*self.keys, PANE], how="left", nulls_equal=True).with_columns(
+                pl.col(distinct_count(c)).fill_null(0))
+            d = d.join(offsets, how="cross").select([*self.keys, *per_window, c])
+            prev = self.seen.get(c)
+            self.seen[c] = d if prev is None else pl.concat([prev, d.select(prev.columns)], how="vertical_relaxed")
+        windows = part.join(offsets, how="cross").with_columns(per_window).drop(PANE, "_k")
+        windows = windows.select([*self.keys, START, *(c for c in windows.columns if c not in (*self.keys, START))])
+        self.acc = windows if self.acc is None or self.acc.is_empty() else pl.concat(
+            [self.acc, windows.select(self.acc.columns)], how="vertical_relaxed")
+
     # -- accumulate ----------------------------------------------------------------------------
-    def _partial(self, rows: pl.DataFrame) -> pl.DataFrame:
+    def _partial(self, rows: pl.DataFrame, by: str = START) -> pl.DataFrame:
         aggs = [partial_rows(), *(acc.partial(c).alias(acc.name(c)) for c, accs in self.values.items() for acc in accs)]
-        return rows.group_by([*self.keys, START]).agg(aggs).with_columns(
+        return rows.group_by([*self.keys, by]).agg(aggs).with_columns(
             pl.lit(True).alias("_dirty"), pl.lit(False).alias("_emitted"))
 
     def _end(self) -> pl.Expr:
@@ -330,21 +388,12 @@ class Aggregator:
                         pl.col("_wm"), pl.lit(self.lateness)).alias("reason")))
                 st.add(ok)
                 continue
-            rows = st.assign(ev)
-            late = (pl.col(START) + st.size + self.lateness) <= pl.col("_wm")
-            rows = rows.with_columns(late.alias("_late"))
-            # late for every one of its windows: to the late-data output
-            if st.w.type == "tumbling":  # one window per event
-                lost = rows.filter(pl.col("_late")).select(SEQ, START)
-            else:
-                lost = (rows.group_by(SEQ).agg(pl.col("_late").all().alias("_all"), pl.col(START).max())
-                        .filter(pl.col("_all")))
+            lost = st.add_events(ev, self.lateness)  # late for every one of its windows: to the late-data output
             if not lost.is_empty():
-                late_parts.append(ev.join(lost.select(SEQ, START), on=SEQ).select(
+                late_parts.append(ev.join(lost, on=SEQ).select(
                     POS, T, pl.lit(st.w.name).alias("window"),
                     pl.format("late: window [{}, {}) closed (watermark {} on arrival, allowed lateness {} ms)",
                               START, pl.col(START) + st.size, pl.col("_wm"), pl.lit(self.lateness)).alias("reason")))
-            st.add(rows.filter(~pl.col("_late")))
         return self._fire(late_parts)
 
     def flush(self) -> BatchResult:

@@ -64,8 +64,11 @@ class OfflineStore:
         for name, part in emitted.items():
             if part.is_empty():
                 continue
+            # by hour of window end, for the hourly partitions; stable: a window's final row
+            # stays before its update (equal write_time: the later row is the correction)
             self.buffer.setdefault(name, []).append(part.select(
-                [*self.spec.entity, START, END, *self.spec.feature_names(self.windows[name]), "kind"]))
+                [*self.spec.entity, START, END, *self.spec.feature_names(self.windows[name]), "kind"]
+            ).sort(pl.col(END) // 3_600_000, maintain_order=True))
             self.buffered += len(part)
 
     def flush(self, tag: str | None = None) -> list[Path]:
@@ -77,36 +80,37 @@ class OfflineStore:
             parts = self.buffer.pop(w.name, [])
             if not parts:
                 continue
-            df = pl.concat(parts, how="vertical_relaxed").with_columns(
-                pl.from_epoch(pl.col(END), time_unit="ms").alias("event_time"), now.alias("write_time"),
-                now.alias("api_invocation_time"), pl.lit(False).alias("is_deleted"))
+            columns = [pl.from_epoch(pl.col(END), time_unit="ms").alias("event_time"), now.alias("write_time"),
+                       now.alias("api_invocation_time"), pl.lit(False).alias("is_deleted")]
             gdir = self.root / group_name(self.spec, w)
             gdir.mkdir(parents=True, exist_ok=True)
-            for hour, rows in _by_hour(df):
+            for hour, rows in _by_hour(parts).items():
                 pdir = gdir / hour.strftime("year=%Y/month=%m/day=%d/hour=%H")
                 pdir.mkdir(parents=True, exist_ok=True)
                 tmp = pdir / f".{name}.tmp"
+                rows = rows.with_columns(columns)
                 rows.write_parquet(tmp)
                 tmp.replace(pdir / name)
                 written.append(pdir / name)
+                self.rows += len(rows)
             definition = gdir / DEFINITION
             if not definition.exists():
-                definition.write_text(json.dumps(feature_group_definition(self.spec, w, dict(df.schema)), indent=2) + "\n")
-            self.rows += len(df)
+                definition.write_text(json.dumps(feature_group_definition(self.spec, w, dict(rows.schema)), indent=2) + "\n")
         self.buffered = 0
         return written
 
 
-def _by_hour(df: pl.DataFrame) -> list[tuple[dt.datetime, pl.DataFrame]]:
-    """The rows of each event-time hour (the offline store's partitions), as slices of ``df``
-    sorted by hour (rows arrive nearly in that order: sorting is cheap, and a slice is no copy)."""
-    h = (df[END] // 3_600_000).to_numpy()
-    if (np.diff(h) < 0).any():
-        df = df.sort(pl.col(END) // 3_600_000, maintain_order=True)
-        h = (df[END] // 3_600_000).to_numpy()
-    cuts = np.concatenate(([0], np.flatnonzero(np.diff(h)) + 1, [len(h)]))
-    return [(dt.datetime(1970, 1, 1) + dt.timedelta(hours=int(h[a])), df.slice(a, b - a))
-            for a, b in itertools.pairwise(cuts.tolist())]
+def _by_hour(parts: list[pl.DataFrame]) -> dict[dt.datetime, pl.DataFrame]:
+    """The rows of each event-time hour (the offline store's partitions): slices of ``parts``
+    (each sorted by hour), in part order, concatenated without a copy."""
+    runs: dict[int, list[pl.DataFrame]] = {}
+    for part in parts:
+        h = (part[END] // 3_600_000).to_numpy()
+        cuts = np.concatenate(([0], np.flatnonzero(np.diff(h)) + 1, [len(h)])).tolist()
+        for a, b in itertools.pairwise(cuts):
+            runs.setdefault(int(h[a]), []).append(part.slice(a, b - a))
+    return {dt.datetime(1970, 1, 1) + dt.timedelta(hours=h): pl.concat(r, rechunk=False)
+            for h, r in sorted(runs.items())}
 
 
 class OnlineStore:
