@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import subprocess
@@ -108,6 +109,16 @@ def test_cli_generate(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "mlprep", "data", "generate", "--out", str(tmp_path), "--rows", "5"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--rows" in bad.stderr
+    none = subprocess.run([sys.executable, "-m", "mlprep", "data", "generate", "--out", str(tmp_path), "--days", "0"],
+                          capture_output=True, text=True)
+    assert none.returncode == 2 and "--days: must be >= 1" in none.stderr and len(none.stderr.splitlines()) == 1
+    # a longer span at the same size: the same number of rows, spread over that many days
+    subprocess.run([sys.executable, "-m", "mlprep", "data", "generate", "--out", str(tmp_path / "long"),
+                    "--rows", "1500", "--days", "30"], capture_output=True, text=True, check=True)
+    ts = sorted(json.loads(x)["ts"] for x in (tmp_path / "long" / "transactions.jsonl").read_text().splitlines())
+    days = (dt.datetime.fromisoformat(ts[-1]) - dt.datetime.fromisoformat(ts[0])).days
+    assert len(ts) == 1500 and 25 <= days < 30
+    assert json.loads((tmp_path / "long" / "dataset.json").read_text())["days"] == 30
 
 
 def test_stream_notebook_runs_headless_with_papermill(small_data, tmp_path):
