@@ -283,3 +283,45 @@ def test_the_demo_plan_end_to_end(tmp_path):
     for fig in ("row accounting", "data quality", "features over time", "roc pr confusion"):
         assert f'alt="{fig}"' in html
     assert "cell 1/" in p.stderr  # progress lines
+
+
+ENV_SRC = '''
+import os
+from mlprep.runner import outputs
+outputs.save({"worker": os.getppid(), "outputs_env": os.environ["MLPREP_STAGE_OUTPUTS"],
+              "secret_env": sorted(k for k in os.environ if k.startswith("MLPREP_SECRET_")), "n": n + 1})
+'''
+
+
+def test_one_papermill_process_runs_every_stage_and_a_stage_secret_stays_in_its_stage(tmp_path):
+    """papermill is imported once per run (one child runs the stages in turn), yet each kernel
+    sees only its own stage's environment; the child is gone when the run returns."""
+    (tmp_path / "nb").mkdir()
+    for name, params in (("a", "n: int = 0"), ("b", 'n: int = 0\napi_token: str = ""'), ("c", "n: int = 0")):
+        _notebook(tmp_path / "nb" / f"{name}.ipynb", params, ENV_SRC)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("""
+stages:
+  - {name: a, notebook: nb/a.ipynb, parameters: {n: 1}}
+  - {name: b, notebook: nb/b.ipynb, parameters: {n: "${a.n}"}}
+  - {name: c, notebook: nb/c.ipynb, parameters: {n: "${b.n}"}}
+""")
+    r = _runner(tmp_path, plan).run({"b.api_token": "tok-abcdef"})
+    assert r.status == "succeeded", [s.error for s in r.stages]
+    outs = {s.name: s.outputs for s in r.stages}
+    assert outs["c"]["n"] == 4
+    assert outs["a"]["worker"] == outs["b"]["worker"] == outs["c"]["worker"]
+    assert [outs[s]["secret_env"] for s in "abc"] == [[], ["MLPREP_SECRET_API_TOKEN"], []]
+    for s in r.stages:
+        assert Path(s.outputs["outputs_env"]).parent.name.startswith(f"{s.name}-")
+    assert not psutil.pid_exists(outs["a"]["worker"]) or \
+        psutil.Process(outs["a"]["worker"]).status() == psutil.STATUS_ZOMBIE
+    # a stage whose kernel dies ends its process: the retry and the stages after it get a fresh one
+    die = ENV_SRC.replace("outputs.save(", "if not os.path.exists('died'):\n    open('died', 'w').close()\n"
+                          "    os.kill(os.getpid(), 9)\noutputs.save(", 1)
+    _notebook(tmp_path / "nb" / "b.ipynb", 'n: int = 0\napi_token: str = ""', die)
+    plan.write_text(plan.read_text().replace("nb/b.ipynb,", "nb/b.ipynb, retries: 1,"))
+    r = _runner(tmp_path, plan).run({"b.api_token": "tok-abcdef"}, force=True)
+    assert [(s.status, s.attempts) for s in r.stages] == [("succeeded", 1), ("succeeded", 2), ("succeeded", 1)]
+    outs = {s.name: s.outputs for s in r.stages}
+    assert outs["a"]["worker"] != outs["b"]["worker"] == outs["c"]["worker"]

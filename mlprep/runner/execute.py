@@ -1,19 +1,24 @@
-"""One notebook executed by papermill in a child process, watched by the parent.
+"""Notebooks executed by papermill in a child process, watched by the parent.
 
-The child (``python -m mlprep.runner.execute JOB.json``) parameterizes and runs the notebook
-and reports on stdout, one JSON object per line: ``start`` (cells), ``cell`` (n), ``out``
-(text the notebook printed), ``end`` (ok, error, cell). The parent (``run``) shows progress
-(stage, cell n of m, elapsed), streams the output to the terminal and the stage's log, enforces
-the stage timeout by ending the child's whole process tree (kernel included), and tells a dead
-kernel, a timeout, a failing cell and a crashed child apart.
+The child (``python -m mlprep.runner.execute``, a :class:`Worker`) imports papermill once and
+then runs the jobs the parent writes to its stdin, one JSON object per line, one at a time: a run
+pays papermill's import (~1.5-2 s of CPU where no bytecode is cached) once, not once per stage.
+For each job it parameterizes and runs the notebook and reports on stdout, one JSON object per
+line: ``start`` (cells), ``cell`` (n), ``out`` (text the notebook printed), ``end`` (ok, error,
+cell). The parent (``run``) shows progress (stage, cell n of m, elapsed), streams the output to
+the terminal and the stage's log, enforces the stage timeout by ending the child's whole process
+tree (kernel included), and tells a dead kernel, a timeout, a failing cell and a crashed child
+apart. A child that did not end its job well is ended; the next job gets a fresh one.
 
 Secrets (parameters whose name looks like one) never reach the notebook file: the injected cell
-reads them from the kernel's environment, and any printed copy of their value is replaced by
-``***`` in the log, the terminal and the executed notebook.
+reads them from the kernel's environment (set for that job only, sent through the pipe, never a
+file), and any printed copy of their value is replaced by ``***`` in the log, the terminal and the
+executed notebook.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,14 +29,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, NoReturn
 
 from mlprep.interrupts import Interrupted, kill_tree
 from mlprep.masking import MASK, Masker, StreamMasker
 
-__all__ = ["MASK", "Outcome", "run", "tail_text"]
+__all__ = ["MASK", "Outcome", "Worker", "run", "tail_text"]
 
 
 @dataclass
@@ -110,26 +117,52 @@ def _write_masked(source: Path, target: Path, masker: Masker) -> None:
     tmp.replace(target)
 
 
-def child(job_path: str) -> int:
+def _papermill() -> SimpleNamespace:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    job = json.loads(Path(job_path).read_text())
-    secret_names = job.get("secrets", [])
-    secret_values = [os.environ.get(f"MLPREP_SECRET_{n.upper()}", "") for n in secret_names]
+    return SimpleNamespace(execute=pm.execute_notebook, ExecutionError=PapermillExecutionError,
+                           load=load_notebook_node, parameterize=parameterize_notebook)
+
+
+@contextlib.contextmanager
+def _environment(extra: dict[str, str]) -> Iterator[None]:
+    """``extra`` in the environment for one job (the kernel inherits it), then as it was: one
+    stage's secrets never reach the next stage's kernel."""
+    before = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _parameterized(pm: SimpleNamespace, job: dict, secret_names: list[str]) -> Any:
+    """The notebook with its parameters injected; a secret as an environment lookup, not its value."""
     params = dict(job["parameters"])
     for n in secret_names:  # a placeholder, swapped for an environment lookup below
         params[n] = f"@@MLPREP_SECRET_{n.upper()}@@"
-    nb = load_notebook_node(job["input"])
-    nb = parameterize_notebook(nb, params, report_mode=False)
+    nb = pm.parameterize(pm.load(job["input"]), params, report_mode=False)
     for cell in nb.cells:
         if "injected-parameters" in cell.metadata.get("tags", []):
             for n in secret_names:
                 cell.source = re.sub(rf"(['\"])@@MLPREP_SECRET_{n.upper()}@@\1",
                                      f'__import__("os").environ["MLPREP_SECRET_{n.upper()}"]  # secret',
                                      cell.source)
+    return nb
+
+
+def _job(pm: SimpleNamespace, job: dict) -> int:
+    """One notebook, reported as events; 0 if it ran through."""
+    secret_names = job.get("secrets", [])
+    secret_values = [os.environ.get(f"MLPREP_SECRET_{n.upper()}", "") for n in secret_names]
+    nb = _parameterized(pm, job, secret_names)
     code_cells = sum(1 for c in nb.cells if c.cell_type == "code")
     _emit(e="start", cells=len(nb.cells), code_cells=code_cells)
     masker = Masker(secret_values)
@@ -144,13 +177,11 @@ def child(job_path: str) -> int:
         plog.propagate = False
         error: dict[str, Any] = {}
         try:
-            pm.execute_notebook(nb, str(written), parameters=None, cwd=job.get("cwd"), progress_bar=False,
-                                log_output=True, stdout_file=stream, stderr_file=stream,
-                                kernel_name=job.get("kernel", "python3"),
-                                start_timeout=job.get("start_timeout", 60),
-                                execution_timeout=job.get("cell_timeout"),
-                                request_save_on_cell_execute=not masker)
-        except PapermillExecutionError as e:
+            pm.execute(nb, str(written), parameters=None, cwd=job.get("cwd"), progress_bar=False,
+                       log_output=True, stdout_file=stream, stderr_file=stream,
+                       kernel_name=job.get("kernel", "python3"), start_timeout=job.get("start_timeout", 60),
+                       execution_timeout=job.get("cell_timeout"), request_save_on_cell_execute=not masker)
+        except pm.ExecutionError as e:
             error = {"kind": "error", "cell": e.exec_count, "error": f"{e.ename}: {e.evalue}",
                      "traceback": masker.text("\n".join(e.traceback))}
         except Exception as e:
@@ -163,12 +194,27 @@ def child(job_path: str) -> int:
             if masker and written.exists():
                 _write_masked(written, Path(job["output"]), masker)
                 written.unlink()
-        if error:
-            error["error"] = masker.text(error["error"])
-            _emit(e="end", ok=False, **error)
-            return 1
+    if error:
+        error["error"] = masker.text(error["error"])
+        _emit(e="end", ok=False, **error)
+        return 1
     _emit(e="end", ok=True)
     return 0
+
+
+def serve() -> NoReturn:
+    """The child's loop: papermill imported once, then one job per line of stdin until it closes."""
+    pm = _papermill()
+    for line in sys.stdin:
+        if line.strip():
+            job = json.loads(line)
+            with _environment(job.get("env") or {}):
+                _job(pm, job)
+    # every job is done and written; the interpreter's teardown (jupyter_client, zmq, thousands of
+    # modules) would add 0.2-0.4 s that the run waits for, to no end
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 # --- parent ------------------------------------------------------------------------------------
@@ -181,23 +227,98 @@ class _Seen:
     end: dict | None = None
 
 
+class Worker:
+    """The child process, started on first use and kept for the next job while its jobs end well.
+    ``close`` lets it exit (or ends it). Use one per run: ``with Worker() as w: run(..., worker=w)``."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.stderr: list[str] = []  # everything it wrote to stderr (a crash's tail comes from here)
+        self.reader: threading.Thread | None = None
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(self, job: dict) -> subprocess.Popen:
+        """Send ``job``; returns the process that runs it (a fresh one if the last has gone)."""
+        line = json.dumps(job, default=str) + "\n"
+        for _ in range(2):
+            if self.proc is None or self.proc.poll() is not None:
+                self._start()
+            try:
+                self.proc.stdin.write(line)
+                self.proc.stdin.flush()
+                return self.proc
+            except OSError:  # it died between jobs: once more with a fresh one
+                self.end()
+        raise RuntimeError("the notebook process could not be started")
+
+    def _start(self) -> None:
+        self.stderr = []
+        self.proc = subprocess.Popen([sys.executable, "-m", "mlprep.runner.execute"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        self.reader = threading.Thread(target=self._read_stderr, args=(self.proc, self.stderr), daemon=True)
+        self.reader.start()
+
+    @staticmethod
+    def _read_stderr(proc: subprocess.Popen, into: list[str]) -> None:
+        into.extend(proc.stderr)
+
+    def end(self) -> None:
+        """End the process and everything it started (a kernel, the kernel's children)."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                kill_tree(self.proc.pid)
+            self.proc.wait()
+            if self.reader is not None:
+                self.reader.join(5)
+            self.proc = None
+
+    def close(self, grace: float = 10.0) -> None:
+        """Let the process exit (stdin closed), ending it if it does not within ``grace`` s."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(grace)
+        self.end()
+
+
 def run(notebook: Path, output: Path, parameters: dict[str, Any], log: Path, *, cwd: Path | None = None,
         secrets: dict[str, str] | None = None, timeout: float | None = None, cell_timeout: float | None = None,
-        label: str = "", extra_env: dict[str, str] | None = None, show_output: bool = True) -> Outcome:
-    """Execute ``notebook`` into ``output``; never raises for a notebook failure."""
+        label: str = "", extra_env: dict[str, str] | None = None, show_output: bool = True,
+        worker: Worker | None = None) -> Outcome:
+    """Execute ``notebook`` into ``output`` in ``worker`` (a private one if none); never raises
+    for a notebook failure."""
+    if worker is None:
+        with Worker() as own:
+            return run(notebook, output, parameters, log, cwd=cwd, secrets=secrets, timeout=timeout,
+                       cell_timeout=cell_timeout, label=label, extra_env=extra_env, show_output=show_output,
+                       worker=own)
     secrets = secrets or {}
     log.parent.mkdir(parents=True, exist_ok=True)
     output.parent.mkdir(parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix="mlprep-nb-"))  # 0700: the unmasked notebook, briefly
+    env = {**(extra_env or {}), **{f"MLPREP_SECRET_{k.upper()}": v for k, v in secrets.items()}}
     job = {"input": str(notebook), "output": str(output), "parameters": parameters, "log": str(log),
            "cwd": str(cwd) if cwd else None, "secrets": sorted(secrets), "cell_timeout": cell_timeout,
-           "private_output": str(private / output.name)}
-    job_file = log.with_suffix(".job.json")
-    job_file.write_text(json.dumps(job, default=str))  # no secret values: those go by environment
-    env = {**os.environ, **(extra_env or {}), **{f"MLPREP_SECRET_{k.upper()}": v for k, v in secrets.items()}}
+           "private_output": str(private / output.name), "env": env}
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "mlprep.runner.execute", str(job_file)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        return _watch(worker, job, timeout, _Progress(label, show_output), log, started)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _watch(worker: Worker, job: dict, timeout: float | None, bar: _Progress, log: Path, started: float) -> Outcome:
+    """Submit ``job`` and follow it to its end, a timeout or an interrupt."""
+    proc = worker.submit(job)
+    first_err = len(worker.stderr)
     timed_out = threading.Event()
 
     def on_timeout() -> None:
@@ -208,38 +329,30 @@ def run(notebook: Path, output: Path, parameters: dict[str, Any], log: Path, *, 
     if timer:
         timer.daemon = True
         timer.start()
-    stderr_lines: list[str] = []
-    err_reader = threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True)
-    err_reader.start()
-    seen, interrupted, bar = _Seen(), None, _Progress(label, show_output)
+    seen, interrupted = _Seen(), None
     try:
         _follow(proc, bar, seen)
-        proc.wait()
     except Interrupted as e:  # the kernel, its jobs and servers go too
         interrupted = e
-        kill_tree(proc.pid)
-    except BaseException:
-        kill_tree(proc.pid)
-        raise
     finally:
         if timer:
             timer.cancel()
         bar.close()
-        err_reader.join(5)
-        job_file.unlink(missing_ok=True)
-        shutil.rmtree(private, ignore_errors=True)
+        if seen.end is None or not seen.end.get("ok"):
+            worker.end()  # whatever state a failure left it in goes with it
     seconds = round(time.monotonic() - started, 2)
     if interrupted is not None:
         return Outcome(False, "interrupted", interrupted.name, seen.cell or None, seen.cells, seconds)
     if timed_out.is_set():
         return Outcome(False, "timeout", f"stage timeout ({timeout:g} s) exceeded at cell {seen.cell} of "
                        f"{seen.cells}", seen.cell, seen.cells, seconds)
-    return _outcome(seen, proc.returncode, stderr_lines, log, seconds)
+    return _outcome(seen, proc.returncode, worker.stderr[first_err:], log, seconds)
 
 
 def _follow(proc: subprocess.Popen, bar: _Progress, seen: _Seen) -> None:
-    """Read the child's events (JSON lines on its stdout) until it closes them."""
-    for line in proc.stdout:
+    """Read the child's events (JSON lines on its stdout) until this job's end, or until the
+    child closes its stdout (it died)."""
+    for line in iter(proc.stdout.readline, ""):
         try:
             ev = json.loads(line)
         except ValueError:
@@ -254,6 +367,7 @@ def _follow(proc: subprocess.Popen, bar: _Progress, seen: _Seen) -> None:
             bar.write(ev["text"])
         elif ev["e"] == "end":
             seen.end = ev
+            return
 
 
 def _outcome(seen: _Seen, returncode: int | None, stderr_lines: list[str], log: Path, seconds: float) -> Outcome:
@@ -326,4 +440,4 @@ class _Progress:
 
 
 if __name__ == "__main__":
-    sys.exit(child(sys.argv[1]))
+    sys.exit(serve())

@@ -135,6 +135,7 @@ class _Run:
     secret_names: set[str]
     earlier: dict[str, dict] = field(default_factory=dict)  # stage -> its entry in this run's summary
     results: list[StageResult] = field(default_factory=list)
+    worker: execute.Worker = field(default_factory=execute.Worker)  # the stages' papermill process
 
 
 class Runner:
@@ -216,6 +217,8 @@ class Runner:
         except BaseException:  # e.g. stdout closed under us (`| head`): the record must not say running
             self._write_summary(run, "failed")
             raise
+        finally:
+            run.worker.close()
         summary = self._write_summary(run, status)
         from mlprep.runner import report
 
@@ -385,7 +388,7 @@ class Runner:
             outcome = execute.run(stage.notebook, out_nb, {k: v for k, v in params.items() if k not in secret}, log,
                                   cwd=stage.notebook.parent, secrets=secret, timeout=to,
                                   cell_timeout=stage.cell_timeout, label=label, show_output=self.show_output,
-                                  extra_env={outputs.ENV: str(stage_dir / "outputs.json")})
+                                  extra_env={outputs.ENV: str(stage_dir / "outputs.json")}, worker=run.worker)
             if outcome.ok or outcome.kind not in RETRYABLE or attempts > stage.retries:
                 return outcome, attempts
             self._say(f"{label}: {outcome.error}; retrying ({attempts}/{stage.retries})")
