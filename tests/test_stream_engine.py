@@ -161,14 +161,16 @@ def test_spec_errors_name_the_field(mutate, field):
     assert ei.value.field == field
 
 
-@pytest.mark.parametrize("batch", [1, 13, 400, 10_000])
-def test_session_windows_match_the_simulation(batch):
+@pytest.mark.parametrize("batch,keys", [(1, 8), (13, 8), (400, 8), (10_000, 8), (50, 900), (700, 900)])
+def test_session_windows_match_the_simulation(batch, keys):
+    """Few keys (sessions merge all the time) and many (most keys have one event per block and
+    no open session: the engine opens those without merging)."""
     from tests.stream_oracle import simulate_sessions
 
     raw = _spec().model_dump(exclude_none=True)  # every aggregation, on session windows
     raw["windows"] = [{"type": "session", "gap": "30s"}]
     spec = load_spec(raw)
-    ev = _events(2500, seed=5, keys=8, span_ms=3_600_000, late_frac=0.08, max_delay=90_000)
+    ev = _events(2500, seed=5, keys=keys, span_ms=3_600_000, late_frac=0.08, max_delay=90_000)
     expected, late_idx = simulate_sessions(ev, 30_000, 10_000, 20_000, batch)
     emitted, late = _run(spec, ev, batch)
     # sessions merged after they fired leave their earlier rows behind: keep the last word on

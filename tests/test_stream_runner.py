@@ -142,6 +142,8 @@ def test_block_size_replays_a_small_file_as_a_stream(small_data, tmp_path):
     huge = subprocess.run([*cli, "--out", str(tmp_path / "y"), "--block-size", "100G"], capture_output=True, text=True)
     assert huge.returncode == 2 and "--block-size: must be 1 byte to 2 GiB" in huge.stderr  # was a MemoryError
     assert len(huge.stderr.strip().splitlines()) == 1
+    none = subprocess.run([*cli, "--out", str(tmp_path / "z"), "--flush-rows", "0"], capture_output=True, text=True)
+    assert none.returncode == 2 and "--flush-rows: must be at least 1" in none.stderr
 
 
 def test_summary_time_includes_the_last_write(small_data, tmp_path, monkeypatch):
@@ -196,20 +198,28 @@ def _every_row(out) -> dict[str, pl.DataFrame]:
     return groups
 
 
-@pytest.mark.parametrize("point", ["stream:block=3", "stream:block=8", "stream:commit=2", "stream:commit=4",
-                                   "stream:finishing"])
-def test_sigkill_then_restart_gives_the_uninterrupted_output(small_data, tmp_path, point):
-    """Nothing lost, nothing doubled: kill at a block or inside a checkpoint, restart, compare."""
+@pytest.mark.parametrize("point,flush_rows", [
+    ("stream:block=3", 10**9), ("stream:block=8", 10**9), ("stream:commit=2", 10**9), ("stream:commit=4", 10**9),
+    ("stream:finishing", 10**9),
+    ("stream:block=7", 300), ("stream:commit=3", 300)])  # offline files also written between commits
+def test_sigkill_then_restart_gives_the_uninterrupted_output(small_data, tmp_path, point, flush_rows):
+    """Nothing lost, nothing doubled: kill at a block or inside a checkpoint, restart, compare.
+    With ``flush_rows``, the killed run also wrote offline files between commits, and the
+    restart (with the default) writes other ones: the killed run's must go."""
     code = ("import sys; from mlprep.stream.runner import run_stream; "
             "run_stream(sys.argv[1], sys.argv[2], sys.argv[3], checkpoint=sys.argv[4], block_bytes=20_000,"
-            " checkpoint_every=2)")
+            " checkpoint_every=3, flush_rows=int(sys.argv[5]))")
     args = [sys.executable, "-c", code, str(SPEC), str(small_data.events)]
     clean = tmp_path / "clean"
-    subprocess.run([*args, str(clean), str(tmp_path / "chk_clean")], check=True)
+    subprocess.run([*args, str(clean), str(tmp_path / "chk_clean"), "1000000"], check=True)
     out, chk = tmp_path / "out", tmp_path / "chk"
-    killed = subprocess.run([*args, str(out), str(chk)], env={**os.environ, "MLPREP_FAULT_POINT": point})
+    killed = subprocess.run([*args, str(out), str(chk), str(flush_rows)],
+                            env={**os.environ, "MLPREP_FAULT_POINT": point})
     assert killed.returncode == -signal.SIGKILL
-    subprocess.run([*args, str(out), str(chk)], check=True)
+    last = int((chk / "_latest").read_text().split("-")[1]) if (chk / "_latest").exists() else 0
+    uncommitted = list((out / "offline").rglob(f"part-{last + 1:06d}-*.parquet"))
+    assert bool(uncommitted) == (flush_rows < 10**9)
+    subprocess.run([*args, str(out), str(chk), "1000000"], check=True)
     a, b = _every_row(out), _every_row(clean)
     assert a.keys() == b.keys() and len(a) == 3 and all(a[g].equals(b[g]) for g in a)
     a, b = (json.loads((d / "summary.json").read_text()) for d in (out, clean))

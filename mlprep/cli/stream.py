@@ -14,8 +14,11 @@ from mlprep.errors import ConfigError
 def cmd_run(a: argparse.Namespace) -> int:
     from mlprep.stream.runner import run_stream
 
+    if a.flush_rows < 1:
+        raise ConfigError("--flush-rows", f"must be at least 1, got {a.flush_rows}")
     s = run_stream(a.spec, a.source, a.out, speedup=a.speedup, progress=progress(a),
-                   checkpoint=a.checkpoint, block_bytes=size_bytes("--block-size", a.block_size))
+                   checkpoint=a.checkpoint, block_bytes=size_bytes("--block-size", a.block_size),
+                   flush_rows=a.flush_rows)
     print(f"{s['events']} events: {s['dead_letters']} dead letters, {s['filtered']} filtered, {s['late']} late;"
           f" {s['emitted']} feature rows, {s['events_per_s']} events/s", file=sys.stderr)
     print(str(Path(a.out) / "summary.json"))
@@ -87,6 +90,9 @@ def add_commands(sub: Subparsers) -> None:
     sr.add_argument("--block-size", default="4M", metavar="BYTES",
                     help="JSON lines: bytes of whole lines per micro-batch (e.g. 64k, 4M; default %(default)s);"
                          " small blocks replay a small file as a real stream (windows fire as it goes)")
+    sr.add_argument("--flush-rows", type=int, default=1_000_000, metavar="N",
+                    help="write the offline store whenever N feature rows wait (default %(default)s):"
+                         " memory is bounded by N, not by the run")
     sr.add_argument("--no-progress", action="store_true", help="no progress bar")
     sr.set_defaults(fn=cmd_run)
     bf = stream.add_parser("backfill", help="compute a spec's features over history, in batch", description=(

@@ -20,7 +20,7 @@ from typing import Any
 
 from mlprep.faults import fault
 
-_TAG = re.compile(r"part-(\d{6})\.parquet$")
+_TAG = re.compile(r"part-(\d{6})(?:-\d{3,})?\.parquet$")  # part-<commit>[-<flush within it>]
 
 
 class Checkpointer:

@@ -277,10 +277,35 @@ class _SessionState(_WindowState):
         return ev.filter(~pl.col(SEQ).is_in(late_seq)).drop("_maybe"), late.drop("_maybe")
 
     def add(self, rows: pl.DataFrame) -> None:
+        """Add accepted events: each is a session [t, t + gap) merged with what it touches. A
+        key with one event in the block and no open session just opens it (most keys, when
+        keys are many); the others are merged (``_merge_sessions``)."""
         if rows.is_empty():
             return
         part = self._partial(rows.with_columns(pl.col(T).alias(START))).with_columns(
             (pl.col(START) + self.gap).alias(END))
+        hot = [part.group_by(self.keys).len().filter(pl.col("len") > 1).select(self.keys)]
+        if self.acc is not None and not self.acc.is_empty():
+            hot.append(self.acc.select(self.keys))
+        merging = pl.concat(hot).unique()
+        if not merging.is_empty():
+            self._merge_sessions(part.join(merging, on=self.keys, how="semi", nulls_equal=True),
+                                 rows.join(merging, on=self.keys, how="semi", nulls_equal=True))
+            part = part.join(merging, on=self.keys, how="anti", nulls_equal=True)
+            rows = rows.join(merging, on=self.keys, how="anti", nulls_equal=True)
+        for c in self.distinct:  # one event per session here: 1 if it has a value, else 0
+            d = rows.filter(pl.col(c).is_not_null()).select([*self.keys, pl.col(T).alias(START), c]).unique()
+            part = part.join(d.group_by([*self.keys, START]).agg(pl.len().cast(pl.Int64).alias(distinct_count(c))),
+                             on=[*self.keys, START], how="left", nulls_equal=True).with_columns(
+                pl.col(distinct_count(c)).fill_null(0))
+            prev = self.seen.get(c)
+            self.seen[c] = d if prev is None else pl.concat([prev, d.select(prev.columns)], how="vertical_relaxed")
+        if not part.is_empty():
+            self.acc = part if self.acc is None or self.acc.is_empty() else pl.concat(
+                [self.acc, part.select(self.acc.columns)], how="vertical_relaxed")
+
+    def _merge_sessions(self, part: pl.DataFrame, rows: pl.DataFrame) -> None:
+        """Merge the partial rows ``part`` (of ``rows``) with the open sessions of their keys."""
         keys = part.select(self.keys).unique()
         if self.acc is None or self.acc.is_empty():
             touched, rest = part.clear(), None

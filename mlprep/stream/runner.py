@@ -41,13 +41,23 @@ METRICS = {"block": pl.Int64, "events": pl.Int64, "watermark": pl.Int64, "max_ev
 
 
 class _Sinks:
-    """The stores plus the side outputs, buffered until the next commit."""
+    """The stores plus the side outputs, buffered until the next commit; the offline store's
+    rows are also written as they reach ``flush_rows`` (memory bounded by that, not by the
+    interval between commits), in files tagged with the commit to come."""
 
-    def __init__(self, out: Path, spec: FeatureSpec):
-        self.out = out
+    def __init__(self, out: Path, spec: FeatureSpec, flush_rows: int):
+        self.out, self.flush_rows = out, flush_rows
         self.offline = OfflineStore(out / "offline", spec)
         self.online = OnlineStore(out / "online.sqlite", spec)
         self.side: dict[str, list[pl.DataFrame]] = {k: [] for k in SIDE}
+        self.spills = 0  # offline flushes since the last commit
+
+    def spill(self, tag: int) -> None:
+        """Write the offline rows once there are ``flush_rows`` of them; a run that dies before
+        commit ``tag`` has them deleted on restart, as every file of that commit."""
+        if self.offline.buffered >= self.flush_rows:
+            self.spills += 1
+            self.offline.flush(f"{tag:06d}-{self.spills:03d}")
 
     def add(self, r: BatchResult, dead: pl.DataFrame, counts: dict[str, int]) -> None:
         if r.windows:
@@ -62,6 +72,7 @@ class _Sinks:
 
     def flush(self, tag: int) -> None:
         self.offline.flush(f"{tag:06d}")
+        self.spills = 0
         self.online.write()
         for name, parts in self.side.items():
             if parts:
@@ -88,20 +99,24 @@ def _check_checkpoint(meta: dict, source: str, spec: str, checkpoint: str | Path
 
 def run_stream(spec: str | Path | dict | FeatureSpec, source: str, out: str | Path, *,
                block_bytes: int = 4 << 20, speedup: float | None = None, progress: bool = False,
-               checkpoint: str | Path | None = None, checkpoint_every: int = 25) -> dict[str, Any]:
+               checkpoint: str | Path | None = None, checkpoint_every: int = 25,
+               flush_rows: int = 1_000_000) -> dict[str, Any]:
     """Aggregate every event of ``source`` (a JSON-lines path) and return the run summary.
 
     ``speedup``: replay paced by event time, this many times faster than real time (None: as
-    fast as possible). Sink files are written every ``checkpoint_every`` blocks (memory stays
-    bounded by that, not by the run); ``checkpoint``: folder of checkpoints, committed at the same
-    points and at the end.
+    fast as possible). Sink files are written every ``checkpoint_every`` blocks, and offline
+    store files whenever ``flush_rows`` feature rows wait (memory stays bounded by these, not by
+    the run); ``checkpoint``: folder of checkpoints, committed every ``checkpoint_every`` blocks
+    and at the end.
     """
+    if flush_rows < 1 or checkpoint_every < 1:
+        raise ValueError("flush_rows and checkpoint_every must be at least 1")
     spec = spec if isinstance(spec, FeatureSpec) else load_spec(spec)
     run = _Run(spec, source, Path(out), checkpoint)
     finished = run.resume()
     if finished is not None:  # done before: its summary is kept in the checkpoint too
         return finished
-    src = run.open(block_bytes)
+    src = run.open(block_bytes, flush_rows)
     bar = tqdm(unit="ev", unit_scale=True, desc=f"stream {spec.name}", disable=not progress, leave=False)
     for block in src.blocks():
         received = time.perf_counter()
@@ -158,10 +173,10 @@ class _Run:
         log.info("resumed", extra={"checkpoint": self.n, "dropped_files": dropped})
         return None
 
-    def open(self, block_bytes: int) -> Source:
+    def open(self, block_bytes: int, flush_rows: int) -> Source:
         """The sinks, and the source at the run's position; the clock starts."""
         self.out.mkdir(parents=True, exist_ok=True)
-        self.sinks = _Sinks(self.out, self.spec)
+        self.sinks = _Sinks(self.out, self.spec, flush_rows)
         self.src = open_source(self.source, self.position, block_bytes)
         self.agg.declare_partitions(self.src.partitions)
         self.t0 = time.perf_counter()
@@ -193,6 +208,7 @@ class _Run:
     def aggregate(self, parsed: Parsed, received: float) -> None:
         r = self.agg.process(parsed.events)
         self.sinks.add(r, parsed.dead, self.counts)
+        self.sinks.spill(self.n + 1)
         if r.windows:
             self.lags.append((time.perf_counter() - received) * 1000)  # from arrival to emission
 

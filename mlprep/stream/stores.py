@@ -126,32 +126,33 @@ class OnlineStore:
         for w in spec.windows:
             cols = ", ".join(f'"{c}"' for c in [*spec.entity, "event_time", *spec.feature_names(w)])
             self.con.execute(f'CREATE TABLE IF NOT EXISTS "{group_name(spec, w)}" ({cols},'
-                             f' PRIMARY KEY ({", ".join(chr(34) + k + chr(34) for k in spec.entity)}))')
+                             f' PRIMARY KEY ({", ".join(chr(34) + k + chr(34) for k in spec.entity)})) WITHOUT ROWID')
         self.con.commit()
-        self.pending: dict[str, pl.DataFrame] = {}  # window -> newest row per key, not yet written
+        self.pending: dict[str, list[pl.DataFrame]] = {}  # window -> each block's newest row per key
         self.windows = {w.name: w for w in spec.windows}
 
     def put(self, emitted: dict[str, pl.DataFrame]) -> None:
-        """Keep the newest window per key in memory (``write`` upserts them): a key that fires
-        every block is written once per flush, not once per block."""
+        """Keep each block's newest window per key (``write`` upserts the newest of them): a key
+        that fires every block is written once per commit, not once per block."""
         for name, part in emitted.items():
-            if part.is_empty():
-                continue
-            cols = [*self.spec.entity, END, *self.spec.feature_names(self.windows[name])]
-            prev = self.pending.get(name)
-            part = part.select(cols) if prev is None else pl.concat([prev, part.select(cols)])
-            # the newest per key; of two with the same end, the later emitted
-            newest = part.filter(pl.col(END) == pl.col(END).max().over(self.spec.entity))
-            self.pending[name] = newest.unique(self.spec.entity, keep="last", maintain_order=True)
+            if not part.is_empty():
+                cols = [*self.spec.entity, END, *self.spec.feature_names(self.windows[name])]
+                self.pending.setdefault(name, []).append(self._newest(part.select(cols)))
+
+    def _newest(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """The newest row per key; of two with the same end, the later emitted (a correction)."""
+        rows = rows.filter(pl.col(END) == pl.col(END).max().over(self.spec.entity))
+        return rows.unique(self.spec.entity, keep="last", maintain_order=True)
 
     def write(self) -> None:
         """Upsert what ``put`` kept, unless the store already has a newer window for the key."""
         if not self.pending:
             return
         for w in self.spec.windows:
-            latest = self.pending.pop(w.name, None)
-            if latest is None:
+            parts = self.pending.pop(w.name, None)
+            if not parts:
                 continue
+            latest = self._newest(pl.concat(parts)).sort(self.spec.entity)  # in key order: B-tree locality
             names = [*self.spec.entity, "event_time", *self.spec.feature_names(w)]
             qn = ", ".join(f'"{c}"' for c in names)
             upd = ", ".join(f'"{c}" = excluded."{c}"' for c in names[len(self.spec.entity):])
