@@ -257,3 +257,13 @@ def test_the_watermark_is_the_minimum_over_shards():
     assert sorted(r.emitted.select("k", "window_start").rows()) == [("a", 0), ("b", 0)]
     r = agg.process(batch([("a", 190_000, "s1")]))  # s1 runs further ahead: nothing more fires
     assert agg.watermark == 70_000 and r.emitted.is_empty()
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_sessions_touching_at_the_gap_merge(batch):
+    """[t, t + gap) and [t + gap, t + 2 gap) touch: one session (Flink's); a millisecond more: two."""
+    raw = _spec(bound="0s", lateness="0s").model_dump(exclude_none=True)
+    raw["windows"] = [{"type": "session", "gap": "30s"}]
+    emitted, _ = _run(load_spec(raw), [("a", 0, 1.0), ("b", 0, 1.0), ("a", 30_000, 2.0), ("b", 30_001, 2.0)], batch)
+    got = sorted(emitted.select("k", "window_start", "window_end", "n_session30s").rows())
+    assert got == [("a", 0, 60_000, 2), ("b", 0, 30_000, 1), ("b", 30_001, 60_001, 1)]

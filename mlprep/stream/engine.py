@@ -278,13 +278,16 @@ class _SessionState(_WindowState):
 
     def add(self, rows: pl.DataFrame) -> None:
         """Add accepted events: each is a session [t, t + gap) merged with what it touches. A
-        key with one event in the block and no open session just opens it (most keys, when
-        keys are many); the others are merged (``_merge_sessions``)."""
+        key whose events in the block are more than a gap apart and that has no open session
+        just opens them (most keys, when keys are many); the others are merged
+        (``_merge_sessions``)."""
         if rows.is_empty():
             return
         part = self._partial(rows.with_columns(pl.col(T).alias(START))).with_columns(
             (pl.col(START) + self.gap).alias(END))
-        hot = [part.group_by(self.keys).len().filter(pl.col("len") > 1).select(self.keys)]
+        by_time = part.select([*self.keys, START]).sort([*self.keys, START])
+        same_key = pl.all_horizontal([pl.col(k) == pl.col(k).shift(1) for k in self.keys])
+        hot = [by_time.filter(same_key & ((pl.col(START) - pl.col(START).shift(1)) <= self.gap)).select(self.keys)]
         if self.acc is not None and not self.acc.is_empty():
             hot.append(self.acc.select(self.keys))
         merging = pl.concat(hot).unique()
