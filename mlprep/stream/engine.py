@@ -102,39 +102,46 @@ class _WindowState:
         """Add events (with ``_wm``, the watermark each met) to their windows that are still open;
         return those late for every one of them (``_seq``, and the latest window's start).
 
-        Most keys of a micro-batch have one pane (slide) of events and no open window: each of
-        their windows holds exactly that pane's events, so one partial row per pane is every
-        window's row (``_add_panes``). The others, and events late for some of their windows, go
-        by (event, window) rows merged with the open state (``add``)."""
+        Most panes (slides) of a key's events in a micro-batch meet nothing: no open window of
+        the key reaches them and no other pane of the key is within a window's size. Each window
+        of such a pane holds exactly the pane's events, so one partial row per pane is every
+        window's row (``_add_panes``). The others, and keys with events late for some of their
+        windows, go by (event, window) rows merged with the open state (``add``)."""
         closed = lambda start: (start + self.size + lateness) <= pl.col("_wm")  # noqa: E731
         ev = ev.with_columns((pl.col(T) - pl.col(T).mod(self.slide)).alias(PANE))
         ev = ev.with_columns(closed(pl.col(PANE)).alias("_all"),  # even its latest window
                              closed(pl.col(PANE) - (self.k - 1) * self.slide).alias("_some"))  # its earliest
         lost = ev.filter(pl.col("_all")).select(SEQ, pl.col(PANE).alias(START))
         ev = ev.filter(~pl.col("_all"))
-        hot = self._merging_keys(ev)
-        if not hot.is_empty():
-            rows = self.assign(ev.join(hot, on=self.keys, how="semi", nulls_equal=True))
+        ev = ev.with_columns(self._meets(ev).alias("_meets"))
+        if ev["_meets"].any():
+            rows = self.assign(ev.filter(pl.col("_meets")))
             self.add(rows.filter(~closed(pl.col(START))))
-            ev = ev.join(hot, on=self.keys, how="anti", nulls_equal=True)
+            ev = ev.filter(~pl.col("_meets"))
         self._add_panes(ev)
         return lost
 
-    def _merging_keys(self, ev: pl.DataFrame) -> pl.DataFrame:
-        """Keys whose new rows may meet other rows of a window: keys with an open window, with an
-        event late for some of its windows, or with two panes closer than a window's size."""
-        parts = [ev.filter(pl.col("_some")).select(self.keys)]
-        if self.acc is not None and not self.acc.is_empty():
-            parts.append(self.acc.select(self.keys))
+    def _meets(self, ev: pl.DataFrame) -> pl.Series:
+        """Per event: may its rows meet other rows of a window? Yes for a pane that an open
+        window of its key reaches (it ends after the pane starts), and for every event of a key
+        with an event late for some of its windows or with two panes closer than a window's size."""
+        keys = [ev.filter(pl.col("_some")).select(self.keys)]
         if self.k > 1:
             kp = ev.select([*self.keys, PANE]).unique().sort([*self.keys, PANE])
             same_key = pl.all_horizontal([pl.col(k) == pl.col(k).shift(1) for k in self.keys])
-            parts.append(kp.filter(same_key & ((pl.col(PANE) - pl.col(PANE).shift(1)) < self.size)).select(self.keys))
-        return pl.concat(parts).unique()
+            keys.append(kp.filter(same_key & ((pl.col(PANE) - pl.col(PANE).shift(1)) < self.size)).select(self.keys))
+        flagged = pl.concat(keys).unique().with_columns(pl.lit(True).alias("_key"))
+        out = ev.select([*self.keys, PANE]).join(flagged, on=self.keys, how="left", nulls_equal=True,
+                                                 maintain_order="left")
+        if self.acc is not None and not self.acc.is_empty():
+            reach = self.acc.group_by(self.keys).agg((pl.col(START).max() + self.size).alias("_reach"))
+            out = out.join(reach, on=self.keys, how="left", nulls_equal=True, maintain_order="left")
+            return (out["_key"].fill_null(False) | (out[PANE] < out["_reach"]).fill_null(False)).alias("_meets")
+        return out["_key"].fill_null(False).alias("_meets")
 
     def _add_panes(self, ev: pl.DataFrame) -> None:
-        """Open the windows of events whose key has one pane and nothing open (see ``add_events``):
-        the pane's partial row, once per window."""
+        """Open the windows of panes that meet nothing (see ``add_events``): the pane's partial
+        row, once per window."""
         if ev.is_empty():
             return
         part = self._partial(ev, PANE)
