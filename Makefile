@@ -29,7 +29,7 @@ lab: $(STAMP)
 
 ## test: the whole test suite, two workers, a file's tests on one worker (starts its own moto server; needs PostgreSQL and MariaDB up; Java 17 for Flink)
 test: $(STAMP) .venv-flink/.installed .venv-glue/.installed
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mlprep tests bench pipelines notebooks
