@@ -6,8 +6,10 @@ import json
 import shutil
 import subprocess
 import sys
+from typing import ClassVar
 
 import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
 
 from mlprep.datasets.payments import generate
 from mlprep.stream.runner import run_stream
@@ -70,3 +72,58 @@ def test_preprocess_train_evaluate_and_serve(workdir):
         inference.predict_fn(inference.input_fn('[{"txn_count_5m": 1}]', "application/json"), bundle)
     with pytest.raises(inference.PayloadError, match="unsupported content type"):
         inference.input_fn("x", "application/xml")
+
+
+class _Recording(HistGradientBoostingClassifier):
+    """Notes the OpenMP threads each prediction may use (at module level: it is pickled)."""
+
+    threads: ClassVar[list[int]] = []
+
+    def _raw_predict(self, X, *a, **kw):
+        from threadpoolctl import threadpool_info
+
+        self.threads.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp")
+        return super()._raw_predict(X, *a, **kw)
+
+
+def test_evaluate_scores_every_test_row_and_pictures_importance_on_a_stratified_sample(tmp_path):
+    """Metrics on the whole test set; permutation importance on at most IMPORTANCE_ROWS rows that
+    keep every (rare) positive; predictions on one OpenMP thread (a team per small prediction
+    cost 30 s of barrier waits on a busy 2-core machine)."""
+    import joblib
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    from pipelines.fraud import evaluate
+
+    threads = _Recording.threads
+    threads.clear()
+    rng = np.random.default_rng(1)
+    n, features = 5000, ["a", "b", "c"]
+    X = pd.DataFrame(rng.normal(size=(n, 3)), columns=features)
+    y = (X["a"] + rng.normal(scale=2, size=n) > 4).astype(int)
+    assert 10 < y.sum() < 200
+    model = _Recording(max_iter=10).fit(X, y)
+    threads.clear()
+    (tmp_path / "model").mkdir()
+    joblib.dump({"model": model, "features": features}, tmp_path / "model" / "model.joblib")
+    (tmp_path / "test").mkdir()
+    X.assign(is_fraud=y)[["is_fraud", *features]].to_csv(tmp_path / "test" / "data.csv", index=False)
+    rep = evaluate.evaluate(tmp_path / "model", tmp_path / "test", tmp_path / "out")
+    seen = list(threads)
+    m = rep["binary_classification_metrics"]
+    assert m["test_rows"] == n and m["positives"] == int(y.sum())
+    p = model.predict_proba(X)[:, 1]
+    assert m["roc_auc"]["value"] == roc_auc_score(y, p)
+    assert rep["feature_importance_rows"] == evaluate.IMPORTANCE_ROWS < n
+    assert next(iter(rep["feature_importance"])) == "a"
+    assert len(seen) > 3 * 3 and set(seen) == {1}
+    rows = evaluate.importance_sample(y.to_numpy())
+    assert len(rows) == evaluate.IMPORTANCE_ROWS and (np.diff(rows) > 0).all()
+    assert y.to_numpy()[rows].sum() == y.sum()  # every positive kept
+    assert (evaluate.importance_sample(y.to_numpy()) == rows).all()  # seeded
+    many = np.r_[np.ones(4000, int), np.zeros(1000, int)]  # positives the majority: both classes kept
+    s = evaluate.importance_sample(many)
+    assert len(s) == evaluate.IMPORTANCE_ROWS and many[s].sum() == evaluate.IMPORTANCE_ROWS // 2
+    assert (evaluate.importance_sample(y.to_numpy()[:1500]) == np.arange(1500)).all()
