@@ -297,17 +297,38 @@ def test_memory_limit_is_a_size_and_the_job_runs_within_it(small_data, tmp_path,
     from mlprep.batch.job import default_memory_limit
 
     params = {"data_dir": str(small_data.out_dir), "out_dir": str(tmp_path / "o")}
-    with pytest.raises(ConfigError, match=r"^memory_limit: expected a size such as 1500MB or 2GB, got 'lots'$"):
-        run_job(JOB, params, memory_limit="lots", progress=False)
+    for bad in ("lots", "0%", "150%"):
+        with pytest.raises(ConfigError, match=r"^memory_limit: expected a size such as 1500MB or 2GB, or a share"
+                                              rf" of RAM such as 10%, got '{bad}'$"):
+            run_job(JOB, params, memory_limit=bad, progress=False)
     monkeypatch.setenv("MLPREP_MEMORY_LIMIT", "x")
     with pytest.raises(ConfigError, match=r"^MLPREP_MEMORY_LIMIT: expected a size"):
         run_job(JOB, params, progress=False)
     monkeypatch.setenv("MLPREP_MEMORY_LIMIT", "300MB")
     assert default_memory_limit() == "300MB"
     r = run_job(JOB, params, progress=False)  # a small limit spills; the result is the same
+    assert r.summary["memory_limit"] == {"limit": "300MB", "set_by": "MLPREP_MEMORY_LIMIT", "bytes": 300_000_000,
+                                         "duckdb": "286.1 MiB"}
     plain = run_job(JOB, {**params, "out_dir": str(tmp_path / "p")}, memory_limit="4GB", progress=False)
-    assert r.rows == plain.rows
+    assert r.rows == plain.rows and plain.summary["memory_limit"]["duckdb"] == "3.7 GiB"
     pd.testing.assert_frame_equal(_norm(read_output(r.summary["output"]["path"])),
                                   _norm(read_output(plain.summary["output"]["path"])))
-    monkeypatch.delenv("MLPREP_MEMORY_LIMIT")
-    assert default_memory_limit() == ""  # DuckDB's own default
+    share = run_job(JOB, {**params, "out_dir": str(tmp_path / "s")}, memory_limit="10%", progress=False)
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert share.summary["memory_limit"]["bytes"] == int(ram * 0.1)
+
+
+def test_the_default_memory_limit_is_a_twentieth_of_ram_applied_and_reported(small_data, tmp_path, monkeypatch):
+    from mlprep.batch.job import default_memory_limit
+
+    monkeypatch.delenv("MLPREP_MEMORY_LIMIT", raising=False)
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    want = max(min(1 << 30, ram // 2), ram // 20) >> 20
+    assert default_memory_limit() == f"{want}MB"
+    r = run_job(JOB, {"data_dir": str(small_data.out_dir), "out_dir": str(tmp_path)}, progress=False)
+    got = r.summary["memory_limit"]
+    assert got["set_by"] == "default" and got["bytes"] == want * 10**6
+    # what DuckDB itself reports, so a limit that was not applied fails here (its default is 80% of RAM)
+    value, unit = got["duckdb"].split()
+    assert abs(float(value) * {"MiB": 2**20, "GiB": 2**30}[unit] - want * 10**6) < 0.06 * want * 10**6
+    assert json.load(open(r.summary_path))["memory_limit"] == got

@@ -5,6 +5,7 @@ record problem is one line naming the field — never a traceback, never a silen
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mlprep.batch.job import read_output, run_job
-from mlprep.errors import ConfigError
+from mlprep.errors import ConfigError, MlprepError
 from tests.conftest import ROOT
 from tests.data import make_hostile
 
@@ -30,8 +31,8 @@ def _job(tmp_path: Path, path: Path | str, fmt: str = "jsonl", steps: list | Non
             "output": {"input": "r", "path": str(tmp_path / "out" / "t"), "quarantine": str(tmp_path / "q")}}
 
 
-def _run(cfg: dict):
-    r = run_job(cfg, progress=False)
+def _run(cfg: dict, memory_limit: str | None = None):
+    r = run_job(cfg, progress=False, memory_limit=memory_limit)
     rows = r.rows
     assert rows["read"] == rows["written"] + rows["quarantined"] + rows["deduplicated"] + rows["filtered"]
     q = pd.read_parquet(r.summary["quarantine"]["file"]) if r.summary["quarantine"]["records"] else pd.DataFrame(
@@ -119,10 +120,41 @@ def test_a_line_longer_than_any_buffer_is_quarantined_and_positions_stay_exact(l
     _, q, out = _run(_job(tmp_path / "b", folder / "mid_line.jsonl", steps=[]))
     assert list(q) == [f"line {at['mid']}", f"line {at['mid_bad']}"] and len(out) == 1998
     assert q[f"line {at['mid']}"].startswith("record too large: ")
-    # allowed by the limit: read whole, and the line after it still has its own number
-    _, q, out = _run(_job(tmp_path / "c", folder / "mid_line.jsonl", steps=[], max_record_bytes=64 << 20))
+    # allowed by max_record_bytes and the memory: read whole, and the line after it keeps its number
+    _, q, out = _run(_job(tmp_path / "c", folder / "mid_line.jsonl", steps=[], max_record_bytes=64 << 20), "4GB")
     assert list(q) == [f"line {at['mid_bad']}"] and len(out) == 1999
     assert out.set_index("id").loc[1000, "blob"] == "y" * (40 << 20)
+
+
+def test_a_line_the_default_memory_limit_cannot_parse_is_quarantined_with_that_reason(large, tmp_path, monkeypatch):
+    """Inferring a JSON line's structure holds ~40x its bytes and cannot spill: under the default
+    limit (1.2 GB on a 24 GB machine) a 40 or 50 MB line is quarantined at its line, saying so."""
+    monkeypatch.delenv("MLPREP_MEMORY_LIMIT", raising=False)
+    folder, at = large
+    for name, line, bad, n in (("huge_line", at["huge"], at["huge_bad"], 4), ("mid_line", at["mid"], at["mid_bad"], 2000)):
+        r, q, out = _run(_job(tmp_path / name, folder / f"{name}.jsonl", steps=[], max_record_bytes=64 << 20))
+        assert r.summary["memory_limit"]["set_by"] == "default" and r.rows["read"] == n
+        assert list(q) == [f"line {line}", f"line {bad}"] and len(out) == n - 2
+        assert re.fullmatch(r"record too large for the memory limit: \d+ bytes > \d+ \(the longest record DuckDB"
+                            r" parses within memory_limit [\d.]+ GB; max_record_bytes 67108864\): raise the memory"
+                            r" limit to read it", q[f"line {line}"])
+        assert q[f"line {bad}"].startswith("malformed JSON")
+    # over the source's own max_record_bytes too: that is the limit it names
+    _, q, _ = _run(_job(tmp_path / "own", folder / "huge_line.jsonl", steps=[], max_record_bytes=32 << 20))
+    assert q[f"line {at['huge']}"] == f"record too large: {(50 << 20) + 21} bytes > max_record_bytes {32 << 20}"
+
+
+def test_a_job_out_of_memory_is_one_line_naming_the_limit(tmp_path):
+    lines = [json.dumps({"id": i, "blob": "z" * 400_000}) for i in range(600)]
+    (tmp_path / "big.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(MlprepError) as e:
+        run_job(_job(tmp_path, tmp_path / "big.jsonl", steps=[]), progress=False, memory_limit="64MB")
+    msg = str(e.value)
+    assert msg.startswith("out of memory within memory_limit 64MB (61.0 MiB, set by memory_limit): ")
+    assert "\n" not in msg and msg.endswith("give the job more memory (--memory-limit, $MLPREP_MEMORY_LIMIT)"
+                                            " or lower the sources' max_record_bytes")
+    summary = json.load(open(e.value.summary_path))
+    assert summary["status"] == "failed" and summary["error"] == f"MlprepError: {msg}"
 
 
 def test_a_record_with_ten_thousand_keys_is_quarantined_and_a_wide_one_is_typed(large, tmp_path):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from tqdm.auto import tqdm
 
 from mlprep import logs
@@ -94,10 +95,11 @@ class Run:
         self.run_id = new_run_id()
         self.t0 = time.time()
         self.timings: dict[str, float] = {}
-        limit = _memory_limit(memory_limit)
+        self.memory = memory_setting(memory_limit)
         self.tmp = tempfile.mkdtemp(prefix="mlprep-duckdb-")  # DuckDB spills here
         # past the limit DuckDB spills to tmp: peak memory stays flat as the input grows
-        self.ledger = Engine(temp_dir=self.tmp, memory_limit=limit)
+        self.ledger = Engine(temp_dir=self.tmp, memory_limit=self.memory.duckdb)
+        self.memory.applied = self.ledger.one("SELECT current_setting('memory_limit')")
         self.ledger.run(file_io.QUARANTINE_DDL)
         self.ledger.run("CREATE TABLE _files (id INTEGER, source VARCHAR, url VARCHAR, fmt VARCHAR)")
         self.tally = Tally()
@@ -115,9 +117,10 @@ class Run:
             "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "parameters": {k: MASK if k in hidden else (sql_io.redact(v) if isinstance(v, str) else v)
                            for k, v in values.items()},
+            "memory_limit": self.memory.to_dict(),
         }
         try:
-            engine.open(RunContext(job, self.ledger, self.tally, progress))
+            engine.open(RunContext(job, self.ledger, self.tally, progress, self.memory.size))
         except BaseException:
             self.ledger.close()
             shutil.rmtree(self.tmp, ignore_errors=True)
@@ -413,8 +416,8 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
         run.summary.update(_nothing_new(job, run.table, run.sources[job.primary_source()]))
         log.warning("%s: %s", job.name, run.summary["output"]["note"])
     except BaseException as e:  # record every failure, then re-raise
-        error = e
-        run.summary.update(status="failed", error=f"{type(e).__name__}: {e}")
+        error = _out_of_memory(e, run.memory) or e
+        run.summary.update(status="failed", error=f"{type(error).__name__}: {error}")
     finally:
         error, summary_path = _record(run, error)
     if error is not None:
@@ -424,25 +427,87 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
     return RunResult(run.run_id, run.summary["status"], summary_path, run.summary)
 
 
+RAM_SHARE = 20  # the default limit is RAM / RAM_SHARE, at least DEFAULT_FLOOR (at most half of RAM)
+DEFAULT_FLOOR = 1 << 30
+
+
+def ram_bytes() -> int | None:
+    """The machine's physical memory, or None where POSIX cannot say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def default_memory_limit() -> str:
-    """``$MLPREP_MEMORY_LIMIT``, else "" (DuckDB's own default: 80% of the machine's memory).
+    """``$MLPREP_MEMORY_LIMIT``, else a twentieth of the machine's memory, at least 1 GiB (and at
+    most half of it): a job beside a notebook kernel and a browser, flat in the input size.
 
-    Not a smaller default: a limit bounds what can spill (tables, joins, sorts), but parsing one
-    50 MB JSON line needs ~1.5 GB at once (``json_group_structure``), and failed at 1.4 GB.
-    Measured at 5M rows (bench/batch_etl.py): no limit 3.3 GB peak, 20.4 s; 2 GB → 2.1 GB,
-    21.5 s; 1.5 GB → 1.7 GB, 22.6 s; 1 GB → 1.2 GB, 25.9 s."""
-    return os.environ.get("MLPREP_MEMORY_LIMIT", "").strip()
+    Measured at 5M rows on a 24 GB machine (bench/batch_etl.py, the default is 1.2 GB there):
+    DuckDB's own 80% of RAM, 3.3 GB peak; 1.2 GB, 1.4 GB peak. A JSON record is read whole only
+    if DuckDB can parse it within the limit (see ``engines.duckdb.record_cap``); a longer one is
+    quarantined with the reason."""
+    given = os.environ.get("MLPREP_MEMORY_LIMIT", "").strip()
+    if given:
+        return given
+    total = ram_bytes()
+    if total is None:  # not POSIX: DuckDB's own default
+        return ""
+    return f"{max(min(DEFAULT_FLOOR, total // 2), total // RAM_SHARE) >> 20}MB"
 
 
-_SIZE = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.I)
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB|%)$", re.I)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # as DuckDB reads them
 
 
-def _memory_limit(given: str | None) -> str:
+@dataclass
+class MemorySetting:
+    """The embedded DuckDB's memory limit: as given, who set it, in bytes, and as DuckDB took it."""
+
+    limit: str  # "" is DuckDB's own default (80% of RAM)
+    set_by: str  # memory_limit | MLPREP_MEMORY_LIMIT | default
+    size: int | None  # bytes
+    applied: str = ""  # DuckDB's current_setting('memory_limit')
+
+    @property
+    def duckdb(self) -> str:
+        return f"{self.size}B" if self.size is not None else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"limit": self.limit or "DuckDB default (80% of RAM)", "set_by": self.set_by,
+                "bytes": self.size, "duckdb": self.applied}
+
+
+def memory_setting(given: str | None) -> MemorySetting:
+    """The limit ``run_job`` was given, else :func:`default_memory_limit`; sizes as DuckDB reads
+    them (KB = 1000 B, KiB = 1024 B) or a share of RAM (``25%``)."""
+    env = os.environ.get("MLPREP_MEMORY_LIMIT", "").strip()
     limit = (given or "").strip() or default_memory_limit()
-    if limit and not _SIZE.match(limit):
-        where = "memory_limit" if given else "MLPREP_MEMORY_LIMIT"
-        raise ConfigError(where, f"expected a size such as 1500MB or 2GB, got {limit!r}")
-    return limit
+    set_by = "memory_limit" if (given or "").strip() else "MLPREP_MEMORY_LIMIT" if env else "default"
+    if not limit:
+        return MemorySetting("", set_by, None)
+    m = _SIZE.match(limit)
+    if not m or not float(m.group(1)) > 0 or (m.group(2) == "%" and float(m.group(1)) > 100):
+        raise ConfigError(set_by if set_by != "default" else "memory_limit",
+                          f"expected a size such as 1500MB or 2GB, or a share of RAM such as 10%, got {limit!r}")
+    if m.group(2) == "%":
+        total = ram_bytes()
+        if total is None:
+            raise ConfigError(set_by, f"{limit!r}: this system does not say how much memory it has; give a size")
+        return MemorySetting(limit, set_by, int(total * float(m.group(1)) / 100))
+    return MemorySetting(limit, set_by, int(float(m.group(1)) * _UNITS[m.group(2).lower()]))
+
+
+def _out_of_memory(e: BaseException, memory: MemorySetting) -> MlprepError | None:
+    """DuckDB's many-line out-of-memory error as one line that names the limit and the remedy."""
+    if not isinstance(e, duckdb.OutOfMemoryException):
+        return None
+    err = MlprepError(f"out of memory within memory_limit {memory.limit or 'DuckDB default'} ({memory.applied},"
+                      f" set by {memory.set_by}): {str(e).splitlines()[0]}; give the job more memory"
+                      " (--memory-limit, $MLPREP_MEMORY_LIMIT) or lower the sources' max_record_bytes")
+    err.__cause__ = e
+    return err
 
 
 ENGINES = ("duckdb", "embedded", "spark")

@@ -88,7 +88,8 @@ def add_commands(sub: Subparsers) -> None:
     r.add_argument("--engine", default="embedded", help="embedded (DuckDB, default; also: duckdb) or spark (pip install mlprep[spark])")
     r.add_argument("--master", default="local[2]", help="Spark master URL for --engine spark (default local[2])")
     r.add_argument("--memory-limit", metavar="SIZE", help="memory of the embedded DuckDB, which spills to disk past it"
-                                                          " (e.g. 2GB; default $MLPREP_MEMORY_LIMIT, else DuckDB's 80%% of RAM)")
+                                                          " (e.g. 2GB or 25%% of RAM; default $MLPREP_MEMORY_LIMIT,"
+                                                          " else 5%% of RAM, at least 1GiB)")
     r.set_defaults(fn=cmd_run)
     eg = batch.add_parser("export-glue", help="write the job as an AWS Glue job (script + CreateJob arguments)")
     eg.add_argument("config", help="job config (YAML)")

@@ -85,6 +85,7 @@ class RunContext:
     ledger: Engine
     tally: Tally
     progress: bool = False
+    memory_limit: int | None = None  # bytes the embedded DuckDB may use (None: DuckDB's own default)
 
     @property
     def years(self) -> tuple[int, int]:  # timestamps and dates outside are no value

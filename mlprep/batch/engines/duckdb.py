@@ -24,6 +24,20 @@ _STEPS = {"resolve_choice": transforms.resolve_choice, "apply_mapping": transfor
           "derive": transforms.derive, "drop_null_fields": transforms.drop_null_fields}
 
 
+# DuckDB's JSON functions hold ~40x a line's bytes while inferring its structure
+# (json_group_structure) and parsing it, per thread: measured, one 10 MB line needs 0.3-0.45 GB,
+# 20 MB 0.6-0.9 GB, 40 MB 1.4-1.6 GB; two 20 MB lines on two threads 0.9-1.2 GB
+PARSE_COST = 40
+
+
+def record_cap(memory_limit: int | None, threads: int) -> int | None:
+    """The longest JSON line (bytes) read whole within ``memory_limit``; longer ones are
+    quarantined at their line, like lines over ``max_record_bytes`` (None: no limit)."""
+    if memory_limit is None:
+        return None
+    return memory_limit // (PARSE_COST * max(1, threads))
+
+
 class DuckDBEngine:
     name = "duckdb"
 
@@ -40,8 +54,11 @@ class DuckDBEngine:
                    advance: Callable[[int], object]) -> Extracted:
         table = f"src_{name}"
         if src.format == "jsonl":
-            stats = file_io.load_jsonl(self.db, table, files, src.max_record_bytes, advance,
-                                       Limits(src.max_depth, src.max_fields))
+            cap = record_cap(self.run.memory_limit, self.db.one("SELECT current_setting('threads')"))
+            longest = min(src.max_record_bytes, cap or src.max_record_bytes)
+            stats = file_io.load_jsonl(self.db, table, files, longest, advance, Limits(src.max_depth, src.max_fields))
+            if longest < src.max_record_bytes:
+                self._over_cap([fid for fid, _ in files], longest, src.max_record_bytes)
         elif src.format == "csv":
             stats = file_io.load_csv(self.db, table, files, src.delimiter, src.header, src.max_record_bytes)
         else:
@@ -49,6 +66,18 @@ class DuckDBEngine:
         schema = dict(transforms.data_columns(self.db, table))
         self.ctx.relations[name] = transforms.source(self.ctx, table, name, stats.bases)
         return Extracted(stats.read, stats.quarantined, schema, stats.empty_files, stats.choice_columns)
+
+    def _over_cap(self, ids: list[int], cap: int, configured: int) -> None:
+        """Lines read with ``cap`` instead of the source's ``max_record_bytes`` were quarantined
+        as over ``cap``: say which limit each one passed (the source's, or the memory's)."""
+        n = "CAST(regexp_extract(reason, '^record too large: (\\d+) bytes', 1) AS BIGINT)"
+        over_memory = (f"'record too large for the memory limit: ' || {n} || ' bytes > {cap} (the longest record"
+                       f" DuckDB parses within memory_limit {self.run.memory_limit / 1e9:.2f} GB; max_record_bytes"
+                       f" {configured}): raise the memory limit to read it'")
+        self.db.run(f"UPDATE _quarantine SET reason = CASE WHEN {n} > {configured} THEN 'record too large: ' || {n}"
+                    f" || ' bytes > max_record_bytes {configured}' ELSE {over_memory} END"
+                    f" WHERE _src IN ({', '.join(map(str, ids))})"
+                    f" AND reason LIKE {lit(f'record too large: % bytes > max_record_bytes {cap}')}")
 
     def read_table(self, name: str, fid: int, table: Any) -> Extracted:
         src = f"src_{name}"
