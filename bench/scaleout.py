@@ -33,7 +33,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "conf" / "features" / "transactions.yaml"
 JOB = ROOT / "conf" / "batch" / "transactions.yaml"
 
-EMBEDDED_STREAM = """
+# the process's own peak RSS: VmHWM (ru_maxrss keeps the parent's peak across fork + exec, so a
+# child of this 1 GB driver would report at least 1 GB)
+HWM = """
+def hwm_mb():
+    with open("/proc/self/status") as f:
+        return next(int(x.split()[1]) for x in f if x.startswith("VmHWM:")) / 1024
+"""
+
+EMBEDDED_STREAM = HWM + """
 import json, sys, time, resource
 t0 = time.perf_counter()
 from mlprep.stream.runner import run_stream
@@ -41,17 +49,17 @@ s = run_stream(sys.argv[1], sys.argv[2], sys.argv[3])
 wall = time.perf_counter() - t0
 ru = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "events": s["events"], "emitted": s["emitted"],
-                  "peak_rss_mb": ru.ru_maxrss / 1024}))
+                  "peak_rss_mb": hwm_mb()}))
 """
 
-EMBEDDED_BATCH = """
+EMBEDDED_BATCH = HWM + """
 import json, sys, time, resource
 t0 = time.perf_counter()
 from mlprep.batch.job import run_job
 r = run_job(sys.argv[1], {"data_dir": sys.argv[2], "out_dir": sys.argv[3]}, progress=False)
 wall = time.perf_counter() - t0
 print(json.dumps({"wall_s": wall, "rows": r.rows,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": hwm_mb()}))
 """
 
 SPARK_BATCH = """
@@ -68,11 +76,11 @@ print(json.dumps({"wall_s": wall, "session_s": started, "rows": r.rows}))
 """
 
 
-def _sampled(cmd: list[str], env: dict[str, str] | None = None) -> tuple[str, int]:
+def _sampled(cmd: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> tuple[str, int]:
     """Run ``cmd``; its stdout and the peak RSS (bytes) of its whole process tree, sampled."""
     import psutil
 
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
     peak = 0
     while proc.poll() is None:
         try:
@@ -88,10 +96,11 @@ def _sampled(cmd: list[str], env: dict[str, str] | None = None) -> tuple[str, in
 
 
 def _py(code: str, *args: str, path: Path | None = None) -> dict:
-    """A fresh Python process (with ``path``: importing mlprep from there); peak RSS of its whole
-    tree (a JVM for Spark), sampled."""
+    """A fresh Python process (with ``path``: importing mlprep from there; run outside the
+    checkout, whose folder ``-c`` would put first); peak RSS of its whole tree (a JVM for
+    Spark), sampled."""
     env = {**os.environ, "PYTHONPATH": str(path)} if path else None
-    out, peak = _sampled([sys.executable, "-c", code, *args], env)
+    out, peak = _sampled([sys.executable, "-c", code, *args], env, cwd=tempfile.gettempdir())
     r = json.loads(out.strip().splitlines()[-1])
     r["peak_rss_mb"] = max(r.get("peak_rss_mb", 0), peak / 2**20)
     return r
