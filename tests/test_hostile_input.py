@@ -128,7 +128,7 @@ def test_a_line_longer_than_any_buffer_is_quarantined_and_positions_stay_exact(l
 
 def test_a_line_the_default_memory_limit_cannot_parse_is_quarantined_with_that_reason(large, tmp_path, monkeypatch):
     """Inferring a JSON line's structure holds ~40x its bytes and cannot spill: under the default
-    limit (1.2 GB on a 24 GB machine) a 40 or 50 MB line is quarantined at its line, saying so."""
+    limit (1 GiB on a 24 GB machine) a 40 or 50 MB line is quarantined at its line, saying so."""
     monkeypatch.delenv("MLPREP_MEMORY_LIMIT", raising=False)
     folder, at = large
     for name, line, bad, n in (("huge_line", at["huge"], at["huge_bad"], 4), ("mid_line", at["mid"], at["mid_bad"], 2000)):

@@ -427,7 +427,7 @@ def run_job(config: str | Path | dict, params: dict[str, Any] | None = None, *,
     return RunResult(run.run_id, run.summary["status"], summary_path, run.summary)
 
 
-RAM_SHARE = 20  # the default limit is RAM / RAM_SHARE, at least DEFAULT_FLOOR (at most half of RAM)
+RAM_SHARE = 24  # the default limit is RAM / RAM_SHARE, at least DEFAULT_FLOOR (at most half of RAM)
 DEFAULT_FLOOR = 1 << 30
 
 
@@ -440,20 +440,21 @@ def ram_bytes() -> int | None:
 
 
 def default_memory_limit() -> str:
-    """``$MLPREP_MEMORY_LIMIT``, else a twentieth of the machine's memory, at least 1 GiB (and at
-    most half of it): a job beside a notebook kernel and a browser, flat in the input size.
+    """``$MLPREP_MEMORY_LIMIT``, else 1 GB per 24 GB of the machine's memory, at least 1 GiB (and
+    at most half of it): a job beside a notebook kernel and a browser, flat in the input size.
+    Peak RSS is the limit plus ~0.25 GB (Python, Arrow, DuckDB's own vectors).
 
-    Measured at 5M rows on a 24 GB machine (bench/batch_etl.py, the default is 1.2 GB there):
-    DuckDB's own 80% of RAM, 3.3 GB peak; 1.2 GB, 1.4 GB peak. A JSON record is read whole only
-    if DuckDB can parse it within the limit (see ``engines.duckdb.record_cap``); a longer one is
-    quarantined with the reason."""
+    Measured at 5M rows on a 25 GB machine (bench/batch_etl.py): DuckDB's own 80% of RAM, 3.3 GB
+    peak; 1.2 GB, 1.45 GB peak; this default (1 GiB there), see bench/results/batch_etl.json. A
+    JSON record is read whole only if DuckDB can parse it within the limit
+    (``engines.duckdb.record_cap``); a longer one is quarantined, saying so."""
     given = os.environ.get("MLPREP_MEMORY_LIMIT", "").strip()
     if given:
         return given
     total = ram_bytes()
     if total is None:  # not POSIX: DuckDB's own default
         return ""
-    return f"{max(min(DEFAULT_FLOOR, total // 2), total // RAM_SHARE) >> 20}MB"
+    return f"{max(min(DEFAULT_FLOOR, total // 2), total // RAM_SHARE) // 10**6}MB"  # MB as DuckDB reads it
 
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB|%)$", re.I)

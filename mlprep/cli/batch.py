@@ -89,7 +89,7 @@ def add_commands(sub: Subparsers) -> None:
     r.add_argument("--master", default="local[2]", help="Spark master URL for --engine spark (default local[2])")
     r.add_argument("--memory-limit", metavar="SIZE", help="memory of the embedded DuckDB, which spills to disk past it"
                                                           " (e.g. 2GB or 25%% of RAM; default $MLPREP_MEMORY_LIMIT,"
-                                                          " else 5%% of RAM, at least 1GiB)")
+                                                          " else RAM/24, at least 1GiB)")
     r.set_defaults(fn=cmd_run)
     eg = batch.add_parser("export-glue", help="write the job as an AWS Glue job (script + CreateJob arguments)")
     eg.add_argument("config", help="job config (YAML)")
