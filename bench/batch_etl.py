@@ -10,7 +10,8 @@ z-score, Parquet partitioned by day). Each runs in its own process, so CPU secon
 from wait4), wall time and peak RSS (VmHWM) are its own; ``--rounds`` runs them alternating and
 reports each figure's median, since the machine may be shared. mlprep runs with its default
 memory limit (or ``--memory-limit``); ``duckdb_sql`` with DuckDB's own (80% of RAM) and
-``duckdb_sql_bounded`` with mlprep's limit and a spill folder. Outputs are compared on
+``duckdb_sql_bounded`` with mlprep's limit and a spill folder (``--sql-memory-limit`` bounds
+``duckdb_sql`` too, for sizes where 80% of RAM would crowd the machine). Outputs are compared on
 aggregates; ratios are printed.
 """
 
@@ -191,7 +192,10 @@ RUNNERS = {"mlprep": run_mlprep, "duckdb_sql": run_duckdb_sql, "duckdb_sql_bound
 
 
 def child(name: str, data: str, out: str) -> None:
-    RUNNERS[name](Path(data), Path(out))
+    if name == "duckdb_sql" and os.environ.get("BENCH_SQL_MEMORY_LIMIT"):
+        run_duckdb_sql(Path(data), Path(out), os.environ["BENCH_SQL_MEMORY_LIMIT"])
+    else:
+        RUNNERS[name](Path(data), Path(out))
     (Path(out) / "_peak_rss_mb").write_text(str(peak_rss_mb()))
 
 
@@ -253,6 +257,7 @@ def main() -> None:
     ap.add_argument("--data", help="a folder `mlprep data generate` wrote (kept); default: generate --rows into a temp folder")
     ap.add_argument("--rounds", type=int, default=1, help="runs of each contender, alternating (medians reported)")
     ap.add_argument("--memory-limit", help="mlprep's --memory-limit (default: its own default)")
+    ap.add_argument("--sql-memory-limit", help="duckdb_sql's memory_limit (default DuckDB's own, 80%% of RAM)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "batch_etl.json"))
     ap.add_argument("--only", nargs="*", default=NAMES, choices=NAMES)
     ap.add_argument("--note", default="", help="what else ran on the machine, kept in the results")
@@ -260,6 +265,8 @@ def main() -> None:
     a = ap.parse_args()
     if a.memory_limit:
         os.environ["MLPREP_MEMORY_LIMIT"] = a.memory_limit
+    if a.sql_memory_limit:
+        os.environ["BENCH_SQL_MEMORY_LIMIT"] = a.sql_memory_limit
     if a.child:
         child(*a.child)
         return
@@ -283,6 +290,7 @@ def main() -> None:
         doc = {"rows": meta["rows"], "seed": meta.get("seed", a.seed), "rounds": a.rounds,
                "input_bytes": (data / "transactions.jsonl").stat().st_size,
                "mlprep_memory_limit": {k: limit[k] for k in ("limit", "set_by", "bytes")},
+               "duckdb_sql_memory_limit": a.sql_memory_limit or "DuckDB default (80% of RAM)",
                "results": results, "ratios": ratios_of(results), "note": a.note,
                "machine": {"cpus": os.cpu_count(), "ram_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
                            "python": platform.python_version()},

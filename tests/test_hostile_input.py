@@ -71,9 +71,11 @@ def test_nan_infinity_out_of_range_duplicate_keys_and_impossible_times_are_quara
     assert "line 7" not in q and "line 8" in q
 
 
-def test_deep_nesting_is_quarantined_not_a_recursion_error(tmp_path):
+def test_deep_nesting_is_quarantined_not_a_recursion_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLPREP_MEMORY_LIMIT", raising=False)  # under the default memory limit
     steps = [{"relationalize": {"input": "r"}}, {"apply_mapping": {"input": "r", "mappings": JSON_MAPPING}}]
     r, q, out = _run(_job(tmp_path, CORPUS / "deep.jsonl", steps=steps))
+    assert r.summary["memory_limit"]["set_by"] == "default"
     assert q == {"line 2": "nested 601 levels deep (max_depth 32)", "line 3": "nested 1001 levels deep (max_depth 32)",
                  "line 5": "nested 5000 levels deep (max_depth 32)"}
     assert sorted(out["id"]) == [1, 4, 6] and r.status == "succeeded"
