@@ -78,8 +78,9 @@ def injected(notebook: Path) -> dict:
 
 
 # --- running and timing ---------------------------------------------------------------------------
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """(wall s, CPU s of the whole process tree: its waited-for descendants, kernels included)."""
+def timed(cmd: list[str], env: dict[str, str] | None = None, keep: dict | None = None) -> tuple[float, float]:
+    """(wall s, CPU s of the whole process tree: its waited-for descendants, kernels included);
+    the process's output into ``keep`` if given."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -87,6 +88,8 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, flo
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, cmd[:6]))} failed:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
+    if keep is not None:
+        keep.update(stdout=p.stdout, stderr=p.stderr)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
@@ -94,6 +97,22 @@ def mlprep_cmd(plan: Path, runs: Path, extra: list[str], force: bool) -> list[st
     exe = [str(BIN / "mlprep")] if (BIN / "mlprep").exists() else [sys.executable, "-m", "mlprep"]
     return [*exe, "run", "--plan", str(plan), "--runs-dir", str(runs), "--no-output", *extra,
             *(["--force"] if force else [])]
+
+
+def skipped(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """A run expected to skip every stage; says so on stderr when one ran (its key changed: e.g.
+    mlprep's code, which the key hashes, was edited meanwhile)."""
+    out: dict = {}
+    times = timed(cmd, env, out)
+    summary = json.loads((Path(out["stdout"].strip().splitlines()[-1]).parent / "summary.json").read_text())
+    ran = [s["name"] for s in summary["stages"] if s["status"] != "skipped"]
+    if ran:
+        print(f"  not skipped: {', '.join(ran)}\n{out['stderr'][-1500:]}", file=sys.stderr)
+        NOT_SKIPPED.append(ran)
+    return times
+
+
+NOT_SKIPPED: list[list[str]] = []
 
 
 def papermill_cli(stages: list[tuple[Path, dict]], out: Path) -> tuple[float, float]:
@@ -163,7 +182,7 @@ def bench_trivial(d: Path, n: int, baseline: str | None) -> dict:
     timed(mlprep_cmd(plan, runs, [], True))  # warm-up: kernelspec lookups, disk cache; leaves stages done
     contenders = {
         "mlprep": lambda: {"mlprep": timed(mlprep_cmd(plan, runs, [], True)),
-                           "mlprep_skipped": timed(mlprep_cmd(plan, runs, [], False))},
+                           "mlprep_skipped": skipped(mlprep_cmd(plan, runs, [], False))},
         "papermill_cli": lambda: {"papermill_cli": papermill_cli(stages, out)},
         "papermill_api": lambda: {"papermill_api": papermill_api(stages, out)},
     }
@@ -171,7 +190,7 @@ def bench_trivial(d: Path, n: int, baseline: str | None) -> dict:
         env, old_runs = {**os.environ, "PYTHONPATH": baseline}, d / "baseline-runs"
         timed(mlprep_cmd(plan, old_runs, [], True), env)
         contenders["baseline"] = lambda: {"baseline": timed(mlprep_cmd(plan, old_runs, [], True), env),
-                                          "baseline_skipped": timed(mlprep_cmd(plan, old_runs, [], False), env)}
+                                          "baseline_skipped": skipped(mlprep_cmd(plan, old_runs, [], False), env)}
     res = summarize(rounds(contenders, n), len(stages))
     if baseline:
         res["baseline_src"] = baseline
@@ -201,7 +220,7 @@ def bench_demo(d: Path, n: int, rows: int) -> dict:
 
     contenders = {
         "mlprep": lambda: {"mlprep": timed(mlprep_cmd(plan, runs, extra, True)),
-                           "mlprep_skipped": timed(mlprep_cmd(plan, runs, extra, False))},
+                           "mlprep_skipped": skipped(mlprep_cmd(plan, runs, extra, False))},
         "papermill_cli": plain,
     }
     return {"rows": rows, **summarize(rounds(contenders, n), len(stages))}
@@ -225,6 +244,7 @@ def main() -> None:
         result["trivial"] = bench_trivial(Path(tmp), a.rounds, a.baseline_src and str(Path(a.baseline_src).resolve()))
         if a.real_rows:
             result["demo"] = bench_demo(Path(tmp), a.real_rounds, a.real_rows)
+    result["skipped_runs_that_ran_a_stage"] = NOT_SKIPPED
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
