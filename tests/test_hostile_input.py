@@ -134,7 +134,9 @@ def test_a_line_the_default_memory_limit_cannot_parse_is_quarantined_with_that_r
     monkeypatch.delenv("MLPREP_MEMORY_LIMIT", raising=False)
     folder, at = large
     for name, line, bad, n in (("huge_line", at["huge"], at["huge_bad"], 4), ("mid_line", at["mid"], at["mid_bad"], 2000)):
-        r, q, out = _run(_job(tmp_path / name, folder / f"{name}.jsonl", steps=[], max_record_bytes=64 << 20))
+        cfg = _job(tmp_path / name, folder / f"{name}.jsonl", steps=[], max_record_bytes=64 << 20)
+        r, q, out = _run(cfg)
+        assert run_job(cfg, progress=False).status == "noop"  # a rerun reads no file: nothing to explain
         assert r.summary["memory_limit"]["set_by"] == "default" and r.rows["read"] == n
         assert list(q) == [f"line {line}", f"line {bad}"] and len(out) == n - 2
         assert re.fullmatch(r"record too large for the memory limit: \d+ bytes > \d+ \(the longest record DuckDB"

@@ -67,7 +67,7 @@ class DuckDBEngine:
             cap = record_cap(self.run.memory_limit, self._threads())
             longest = min(src.max_record_bytes, cap or src.max_record_bytes)
             stats = file_io.load_jsonl(self.db, table, files, longest, advance, Limits(src.max_depth, src.max_fields))
-            if longest < src.max_record_bytes:
+            if longest < src.max_record_bytes and files:
                 self._over_cap([fid for fid, _ in files], longest, src.max_record_bytes)
         elif src.format == "csv":
             stats = file_io.load_csv(self.db, table, files, src.delimiter, src.header, src.max_record_bytes)
