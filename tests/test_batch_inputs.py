@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pandas as pd
 import pytest
@@ -127,6 +128,23 @@ def test_relationalize_apply_mapping_require_filter_dedupe(tmp_path):
     assert reasons == {"line 3": "n: cannot cast x to long", "line 5": "missing required field id",
                        "line 6": "ts: cannot cast not a time to timestamp"}
     assert any("'missing' not found" in n for n in r.summary["notes"])
+
+
+def test_dedupe_on_two_keys_keeps_first_or_last_and_never_merges_null_keys(tmp_path):
+    """Against a reference: rank every live row by (order_by, file, line) within its keys; rows
+    with a NULL key are never duplicates; keys seen three times lose two rows."""
+    rng = random.Random(5)
+    recs = [{"a": rng.choice(["x", "y", None]), "b": rng.randint(0, 150), "t": rng.randint(0, 2), "i": i}
+            for i in range(400)]
+    _write(tmp_path, "a.jsonl", "\n".join(json.dumps(r) for r in recs) + "\n")
+    for keep in ("first", "last"):
+        cfg = _job(tmp_path / keep, [{"dedupe": {"input": "r", "keys": ["a", "b"], "order_by": ["t"], "keep": keep}}],
+                   path=str(tmp_path / "in"))
+        r, out, _ = _run(cfg)
+        df = pd.DataFrame(recs)
+        keyed = df[df["a"].notna()].sort_values(["t", "i"], ascending=keep == "first")
+        want = sorted(keyed.drop_duplicates(["a", "b"])["i"].tolist() + df[df["a"].isna()]["i"].tolist())
+        assert sorted(out["i"].tolist()) == want and r.rows["deduplicated"] == len(recs) - len(want)
 
 
 def test_relationalize_arrays_become_child_relations(tmp_path):
